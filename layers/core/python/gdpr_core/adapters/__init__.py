@@ -1,0 +1,1 @@
+"""Small AWS adapters, passed into the domain. Clients honour AWS_ENDPOINT_URL (the sandbox sets it)."""

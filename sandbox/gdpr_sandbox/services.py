@@ -1,0 +1,157 @@
+"""The sandbox as one object: start (moto server, Atlassian emulator, the stack, the HTTP API, event
+sources, schedules) or attach to one already running in the background (`make up`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from . import paths
+from .event_sources import SqsEventSource
+from .runtime import FunctionRuntime
+from .stack import Deployment, deploy, deploy_sample_app
+
+REGION = "eu-west-1"
+STACK = "gdpr"
+SAMPLE_STACK = "gdpr-sample-app"
+SANDBOX_TOKEN_BYTES = 24
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox",  # noqa: S105
+                    "AWS_SESSION_TOKEN": "sandbox"}
+
+log = logging.getLogger(__name__)
+
+
+def _aws_env(endpoint: str) -> dict[str, str]:
+    return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+
+
+class Sandbox:
+    """Use `Sandbox.start()` to host everything in this process, `Sandbox.attach()` to use a running one."""
+
+    def __init__(self, state_dir: Path, endpoints: dict[str, Any], deployment: Deployment,
+                 owned: list[Any] | None = None):
+        self.state_dir = state_dir
+        self.endpoints = endpoints
+        self.deployment = deployment
+        self._owned = owned or []
+        os.environ.update(_aws_env(endpoints["aws_endpoint_url"]))
+        from gdpr_core.adapters import aws  # forget clients made for another endpoint
+
+        aws.reset()
+        self.session = boto3.session.Session(region_name=REGION)
+        self.runtime = FunctionRuntime(deployment, _aws_env(endpoints["aws_endpoint_url"]), state_dir / "logs")
+        sqs = self.session.client("sqs")
+        self.event_sources = [SqsEventSource(self.runtime, sqs, m) for m in deployment.event_sources]
+        self.http_api = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def start(cls, state_dir: Path | None = None, atlassian_api_url: str | None = None,
+              consenthub_api_url: str | None = None, http_port: int = 0) -> Sandbox:
+        from moto.server import ThreadedMotoServer
+
+        from .http_api import HttpApi
+
+        state_dir = state_dir or paths.state_dir()
+        (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        owned: list[Any] = []
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        owned.append(moto)
+        host, port = moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        os.environ.update(_aws_env(endpoint))
+        session = boto3.session.Session(region_name=REGION)
+
+        token = secrets.token_urlsafe(SANDBOX_TOKEN_BYTES)
+        emulator = None
+        atlassian_api_url = atlassian_api_url or os.environ.get("ATLASSIAN_API_URL")
+        if not atlassian_api_url:
+            from .atlassian_emulator import AtlassianEmulator
+
+            emulator = AtlassianEmulator(host="127.0.0.1", port=0, tokens=[token])
+            emulator.start()
+            owned.append(emulator)
+            atlassian_api_url = emulator.url
+        consenthub_api_url = consenthub_api_url or os.environ.get("CONSENTHUB_API_URL") or atlassian_api_url
+
+        if paths.SAMPLE_APP_TEMPLATE.exists():
+            deploy_sample_app(session, SAMPLE_STACK, {})
+        deployment = deploy(session, STACK, {"AtlassianApiUrl": atlassian_api_url,
+                                             "ConsentHubApiUrl": consenthub_api_url, "Stage": "dev"})
+        sm = session.client("secretsmanager")
+        sm.put_secret_value(SecretId=deployment.secrets["AtlassianCredentialsSecret"], SecretString=json.dumps(
+            {"credentials": [{"id": "sandbox-3lo", "type": "oauth3lo", "token": token}], "sites": {}}))
+        signing = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        sm.put_secret_value(SecretId=deployment.secrets["ConsentHubSigningSecret"],
+                            SecretString=json.dumps({"current": signing, "previous": ""}))
+
+        endpoints = {
+            "aws_endpoint_url": endpoint,
+            "region": REGION,
+            "stack_name": STACK,
+            "emulator_url": emulator.url if emulator else None,
+            "atlassian_api_url": atlassian_api_url,
+            "consenthub_api_url": consenthub_api_url,
+            "webhook_signing_secret": signing,
+            "stack_outputs": deployment.outputs,
+            "pid": os.getpid(),
+        }
+        sandbox = cls(state_dir, endpoints, deployment, owned)
+        sandbox.http_api = HttpApi(sandbox.runtime, deployment.routes, port=http_port).start()
+        owned.append(sandbox.http_api)
+        endpoints["webhook_base_url"] = sandbox.http_api.url
+        endpoints["stack_outputs"]["ConsentWebhookUrl"] = sandbox.http_api.url + "/consenthub/events"
+        (state_dir / "deployment.json").write_text(deployment.to_json())
+        return sandbox
+
+    @classmethod
+    def attach(cls, state_dir: Path | None = None) -> Sandbox:
+        state_dir = state_dir or paths.state_dir()
+        endpoints_file = state_dir / "endpoints.json"
+        if not endpoints_file.exists():
+            raise RuntimeError("no sandbox is running here (no .sandbox/endpoints.json): run `make up` first")
+        endpoints = json.loads(endpoints_file.read_text())
+        deployment = Deployment.from_json((state_dir / "deployment.json").read_text())
+        return cls(state_dir, endpoints, deployment)
+
+    def write_endpoints(self) -> Path:
+        path = self.state_dir / "endpoints.json"
+        path.write_text(json.dumps(self.endpoints, indent=2, sort_keys=True))
+        return path
+
+    def stop(self) -> None:
+        for thing in reversed(self._owned):
+            try:
+                thing.stop()
+            except Exception:  # noqa: BLE001 - stop everything we can
+                log.exception("stopping %s failed", type(thing).__name__)
+        self.runtime.close()
+
+    # ------------------------------------------------------------------ operations
+    def env(self) -> dict[str, str]:
+        """The environment CloudFormation resolved for each function, by logical id."""
+        return {k: self.runtime.function_env(f) for k, f in self.deployment.functions.items()}
+
+    def report(self, now: str | None = None) -> Any:
+        event: dict[str, Any] = {"source": "gdpr.scheduler", "action": "tick"}
+        if now:
+            event["now"] = now
+        return self.runtime.invoke("ReporterFunction", event)
+
+    def drain(self) -> dict[str, int]:
+        received = {s.mapping["function"]: s.drain() for s in self.event_sources}
+        return received
+
+    def output(self, name: str) -> str:
+        return self.deployment.outputs[name]
+
+    def client(self, service: str):
+        return self.session.client(service)
