@@ -1,0 +1,430 @@
+"""A local stand-in for Atlassian's personal data reporting API (spec/personal-data-reporting.md).
+
+A real HTTP server on 127.0.0.1 so the reporter's HTTP client is exercised exactly as in production:
+Bearer auth, the body shape, the 90-account limit, 200/204/400/401/429/503 answers, `Cycle-Period`
+and `Retry-After`. The published closed test account is always answered `closed`.
+
+Control endpoints (emulator only): `GET /_emulator/log` and `POST /_emulator/config` with JSON keys
+`closed` (ids), `updated` (ids, or {id: RFC 3339 change time}: answered only while the reported
+updatedAt is older), `tokens`, `cyclePeriod` (string or null), `rateLimit` ({"requests", "windowSeconds",
+"retryAfter"} or null), `failures` ({"status", "count", "retryAfter"?}), `clearLog` (bool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from gdpr_core import clock
+
+REPORT_PATH = "/app/report-accounts/"
+LOG_PATH = "/_emulator/log"
+CONFIG_PATH = "/_emulator/config"
+MAX_ACCOUNTS = 90
+MAX_BODY_BYTES = 1_000_000
+CLOSED_TEST_ACCOUNT = "5be24ba3f91c106033269289"
+DEFAULT_TOKEN = "emulator-token"  # noqa: S105 - a fixed test token for a local emulator
+
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9:-]{1,128}")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _now_text() -> str:
+    # The shared clock, so an accelerated sandbox cycle logs the same time the reporter sees.
+    return clock.format_rfc3339(clock.now())
+
+
+def _parse_time(value: str) -> datetime | None:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        return None
+    try:
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class _BadRequest(Exception):
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class AtlassianEmulator:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tokens: Iterable[str] = (DEFAULT_TOKEN,),
+        closed: Iterable[str] = (),
+        updated: Iterable[str] | Mapping[str, str] = (),
+        cycle_period: str | None = None,
+        rate_limit: Mapping[str, float] | None = None,
+    ):
+        self.host = host
+        self._port = port
+        self._lock = threading.Lock()
+        self._log: list[dict[str, Any]] = []
+        self._recent: deque[float] = deque()  # monotonic times of recent report requests
+        self._failures: dict[str, Any] = {"status": 503, "count": 0, "retryAfter": None}
+        self.tokens: set[str] = set()
+        self.closed: set[str] = set()
+        self.updated: dict[str, datetime | None] = {}
+        self.cycle_period: str | None = None
+        self.rate_limit: dict[str, float] | None = None
+        self.configure(
+            {
+                "tokens": list(tokens),
+                "closed": list(closed),
+                "updated": dict(updated) if isinstance(updated, Mapping) else list(updated),
+                "cyclePeriod": cycle_period,
+                "rateLimit": dict(rate_limit) if rate_limit else None,
+            }
+        )
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> AtlassianEmulator:
+        if self._server is not None:
+            return self
+        self._server = ThreadingHTTPServer((self.host, self._port), _make_handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="atlassian-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> AtlassianEmulator:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("emulator is not running")
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(entry) for entry in self._log]
+
+    # ---------------------------------------------------------------- configuration
+    def configure(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Applies the keys present in `config`; ValueError on a bad value (nothing is applied then)."""
+        known = {"tokens", "closed", "updated", "cyclePeriod", "rateLimit", "failures", "clearLog"}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        changes: dict[str, Any] = {}
+        if "tokens" in config:
+            changes["tokens"] = set(_strings(config["tokens"], "tokens"))
+        if "closed" in config:
+            changes["closed"] = set(_strings(config["closed"], "closed"))
+        if "updated" in config:
+            value = config["updated"]
+            if isinstance(value, Mapping):
+                parsed = {}
+                for key, when in value.items():
+                    moment = _parse_time(when)
+                    if not isinstance(key, str) or moment is None:
+                        raise ValueError("updated must map account ids to RFC 3339 times")
+                    parsed[key] = moment
+                changes["updated"] = parsed
+            else:
+                changes["updated"] = dict.fromkeys(_strings(value, "updated"))
+        if "cyclePeriod" in config:
+            value = config["cyclePeriod"]
+            if value is not None and not isinstance(value, str | int):
+                raise ValueError("cyclePeriod must be a string or null")
+            changes["cycle_period"] = None if value is None else str(value)
+        if "rateLimit" in config:
+            value = config["rateLimit"]
+            if value is None:
+                changes["rate_limit"] = None
+            else:
+                if not isinstance(value, Mapping) or int(value.get("requests", 0)) < 1:
+                    raise ValueError("rateLimit needs requests >= 1")
+                changes["rate_limit"] = {
+                    "requests": int(value["requests"]),
+                    "windowSeconds": float(value.get("windowSeconds", 1.0)),
+                    "retryAfter": value.get("retryAfter", 1),
+                }
+        if "failures" in config:
+            value = config["failures"]
+            if not isinstance(value, Mapping) or not 400 <= int(value.get("status", 503)) <= 599:
+                raise ValueError("failures needs a 4xx/5xx status and a count")
+            changes["failures"] = {
+                "status": int(value.get("status", 503)),
+                "count": max(0, int(value.get("count", 1))),
+                "retryAfter": value.get("retryAfter"),
+            }
+        with self._lock:
+            for key in ("tokens", "closed", "updated", "cycle_period", "rate_limit"):
+                if key in changes:
+                    setattr(self, key, changes[key])
+            if "failures" in changes:
+                self._failures = changes["failures"]
+            if config.get("clearLog"):
+                self._log.clear()
+                self._recent.clear()
+            return self._config_view()
+
+    def _config_view(self) -> dict[str, Any]:
+        return {
+            "tokens": len(self.tokens),  # never echo secrets back
+            "closed": sorted(self.closed | {CLOSED_TEST_ACCOUNT}),
+            "updated": {k: (v.isoformat() if v else None) for k, v in sorted(self.updated.items())},
+            "cyclePeriod": self.cycle_period,
+            "rateLimit": self.rate_limit,
+            "failures": dict(self._failures),
+            "logged": len(self._log),
+        }
+
+    # ---------------------------------------------------------------- the API
+    def handle_report(
+        self, headers: Mapping[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], bytes, list]:
+        """Returns (status, headers, body, reported account ids) for one report request."""
+        answer_headers: dict[str, str] = {}
+        with self._lock:
+            cycle_period = self.cycle_period
+            tokens = set(self.tokens)
+        if cycle_period:
+            answer_headers["Cycle-Period"] = cycle_period
+        ids = _ids_for_log(raw)
+        auth = headers.get("Authorization") or ""
+        if not auth.startswith("Bearer ") or auth[len("Bearer ") :] not in tokens:
+            return 401, answer_headers, b'{"message":"Unauthorized"}', ids
+        limited = self._rate_limited()
+        if limited is not None:
+            answer_headers["Retry-After"] = str(limited)
+            return 429, answer_headers, b'{"message":"Too Many Requests"}', ids
+        failure = self._take_failure()
+        if failure is not None:
+            status, retry_after = failure
+            if retry_after is not None:
+                answer_headers["Retry-After"] = str(retry_after)
+            body = json.dumps({"errorType": "injected", "errorMessage": "injected failure"}).encode()
+            return status, answer_headers, body, ids
+        try:
+            accounts = _validate(headers, raw)
+        except _BadRequest as bad:
+            body = json.dumps({"errorType": bad.error_type, "errorMessage": bad.message}).encode()
+            return 400, answer_headers, body, ids
+        actions = []
+        with self._lock:
+            closed = self.closed | {CLOSED_TEST_ACCOUNT}
+            updated = dict(self.updated)
+        for account_id, updated_at in accounts:
+            if account_id in closed:
+                actions.append({"accountId": account_id, "status": "closed"})
+            elif account_id in updated and (updated[account_id] is None or updated_at < updated[account_id]):
+                actions.append({"accountId": account_id, "status": "updated"})
+        if not actions:
+            return 204, answer_headers, b"", ids
+        answer_headers["Content-Type"] = "application/json"
+        return 200, answer_headers, json.dumps({"accounts": actions}).encode(), ids
+
+    def _rate_limited(self) -> int | None:
+        with self._lock:
+            limit = self.rate_limit
+            now = time.monotonic()
+            if limit is None:
+                self._recent.append(now)
+                return None
+            while self._recent and now - self._recent[0] >= limit["windowSeconds"]:
+                self._recent.popleft()
+            if len(self._recent) >= limit["requests"]:
+                return limit["retryAfter"]
+            self._recent.append(now)
+            return None
+
+    def _take_failure(self) -> tuple[int, Any] | None:
+        with self._lock:
+            if self._failures["count"] <= 0:
+                return None
+            self._failures["count"] -= 1
+            return self._failures["status"], self._failures["retryAfter"]
+
+    def record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list | tuple | set) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a list of strings")
+    return list(value)
+
+
+def _ids_for_log(raw: bytes) -> list[str]:
+    try:
+        body = json.loads(raw)
+        return [a["accountId"] for a in body["accounts"] if isinstance(a.get("accountId"), str)]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return []
+
+
+def _validate(headers: Mapping[str, str], raw: bytes) -> list[tuple[str, datetime]]:
+    content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise _BadRequest("InvalidContentType", "Content-Type must be application/json")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _BadRequest("InvalidJson", "request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _BadRequest("InvalidRequest", "request body must be an object")
+    extra = set(body) - {"accounts"}
+    if extra:
+        raise _BadRequest("InvalidRequest", f"unexpected fields: {sorted(extra)}")
+    accounts = body.get("accounts")
+    if not isinstance(accounts, list) or not accounts:
+        raise _BadRequest("InvalidRequest", "accounts must be a non-empty list")
+    if len(accounts) > MAX_ACCOUNTS:
+        raise _BadRequest("TooManyAccounts", f"at most {MAX_ACCOUNTS} accounts per request")
+    parsed = []
+    for index, account in enumerate(accounts):
+        if not isinstance(account, dict) or set(account) != {"accountId", "updatedAt"}:
+            raise _BadRequest(
+                "InvalidAccount", f"accounts[{index}] must have exactly accountId and updatedAt"
+            )
+        account_id = account["accountId"]
+        if (
+            not isinstance(account_id, str)
+            or account_id == "unknown"
+            or not _ACCOUNT_ID.fullmatch(account_id)
+        ):
+            raise _BadRequest("InvalidAccountId", f"accounts[{index}].accountId is not a valid account id")
+        when = _parse_time(account["updatedAt"])
+        if when is None:
+            raise _BadRequest("InvalidTimestamp", f"accounts[{index}].updatedAt is not RFC 3339")
+        parsed.append((account_id, when))
+    return parsed
+
+
+def _make_handler(emulator: AtlassianEmulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "AtlassianEmulator/1"
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            pass  # the request log below is the record; stderr noise helps nobody
+
+        def _read_body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                raise ValueError("body too large")
+            return self.rfile.read(length) if length else b""
+
+        def _answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            if status != 204:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if status != 204 and body:
+                self.wfile.write(body)
+
+        def _json(self, status: int, payload: Any) -> None:
+            self._answer(status, {"Content-Type": "application/json"}, json.dumps(payload).encode())
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            if self.path.split("?")[0] == LOG_PATH:
+                self._json(200, {"requests": emulator.requests})
+            else:
+                self._json(404, {"message": "Not Found"})
+
+        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+            path = self.path.split("?")[0]
+            try:
+                raw = self._read_body()
+            except ValueError:
+                self.close_connection = True
+                self._json(413, {"errorType": "TooLarge", "errorMessage": "body too large"})
+                return
+            if path == CONFIG_PATH:
+                try:
+                    config = json.loads(raw or b"{}")
+                    if not isinstance(config, dict):
+                        raise ValueError("config must be a JSON object")
+                    self._json(200, emulator.configure(config))
+                except (ValueError, TypeError) as error:
+                    self._json(400, {"errorType": "InvalidConfig", "errorMessage": str(error)})
+                return
+            if path != REPORT_PATH:
+                self._json(404, {"message": "Not Found"})
+                return
+            status, headers, body, ids = emulator.handle_report(self.headers, raw)
+            emulator.record(
+                {
+                    "time": _now_text(),
+                    "method": "POST",
+                    "path": path,
+                    "status": status,
+                    "accounts": len(ids),
+                    "accountIds": ids,
+                }
+            )
+            self._answer(status, headers, body)
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Local Atlassian personal data reporting API emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", action="append", dest="tokens", help="accepted Bearer token (repeatable)")
+    parser.add_argument("--closed", action="append", default=[], help="account id answered closed")
+    parser.add_argument("--updated", action="append", default=[], help="account id answered updated")
+    parser.add_argument("--cycle-period", default=None, help="Cycle-Period header value to send")
+    args = parser.parse_args(argv)
+    emulator = AtlassianEmulator(
+        args.host,
+        args.port,
+        tokens=args.tokens or (DEFAULT_TOKEN,),
+        closed=args.closed,
+        updated=args.updated,
+        cycle_period=args.cycle_period,
+    ).start()
+    print(json.dumps({"url": emulator.url}), flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,310 @@
+"""The reporter handler end to end on moto (tables and queues from infra/template.yaml) against the
+Atlassian emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import moto  # noqa: F401 - moto must patch botocore before any boto3 client is created
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `tests.support` when pytest is run without the repo on sys.path
+    sys.path.insert(0, str(ROOT))
+
+import boto3  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+from gdpr_core import clock  # noqa: E402
+from gdpr_core.adapters import aws  # noqa: E402
+from gdpr_core.clock import ManualClock, SystemClock  # noqa: E402
+from gdpr_core.ids import TEST_ACCOUNT_ACTIVE, TEST_ACCOUNT_CLOSED  # noqa: E402
+from gdpr_core.pseudonym import Pseudonymizer  # noqa: E402
+from gdpr_core.registry import AccountErased, Registry  # noqa: E402
+from gdpr_core.reporting.planner import NSHARDS, report_key_for  # noqa: E402
+from gdpr_core.reporting.run import DynamoStateStore  # noqa: E402
+from gdpr_sandbox.atlassian_emulator import AtlassianEmulator  # noqa: E402
+from tests.support.template_tables import create_queues, create_tables, load_template  # noqa: E402
+
+REGION = "eu-west-1"
+PSEUDONYM_KEY = "integration-test-pseudonym-key-0123456789"
+TOKEN = "emulator-test-token"
+T0 = datetime(2026, 4, 6, 10, 0, tzinfo=UTC)
+
+
+def _scheduled_event() -> dict:
+    """AWS's own sample (sam local generate-event): the repo's events/ copy, else the shared one."""
+    for path in (
+        ROOT / "events" / "scheduled-event.json",
+        Path("/work/shared/aws-events/scheduled-event.json"),
+    ):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return {
+        "id": "cdc73f9d-aea9-11e3-9d5a-835b769c0d9c",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "1970-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/ExampleRule"],
+        "detail": {},
+    }
+
+
+SCHEDULED_EVENT = _scheduled_event()
+
+
+class FakeContext:
+    function_name = "ReporterFunction"
+    function_version = "$LATEST"
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:ReporterFunction"
+    memory_limit_in_mb = 512
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/ReporterFunction"
+    log_stream_name = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for key, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "POWERTOOLS_SERVICE_NAME": "gdpr-reporter",
+        "POWERTOOLS_METRICS_NAMESPACE": "GdprComplianceTest",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+    aws.reset()
+    with mock_aws():
+        yield
+    parameters.clear_caches()
+    aws.reset()
+
+
+@pytest.fixture
+def emulator():
+    with AtlassianEmulator(tokens=[TOKEN]) as running:
+        yield running
+
+
+@pytest.fixture
+def stack(aws_env, emulator, monkeypatch):
+    """The reporter's resources from the template, its secrets, and its environment."""
+    template = load_template()
+    tables = create_tables(boto3.client("dynamodb"), template=template)
+    queues = create_queues(boto3.client("sqs"), template=template)
+    sm = boto3.client("secretsmanager")
+    key_arn = sm.create_secret(Name="pseudonym-key", SecretString=PSEUDONYM_KEY)["ARN"]
+    credentials = {
+        "credentials": [
+            {"id": "revoked", "type": "oauth3lo", "token": "revoked-token"},
+            {"id": "default", "type": "oauth3lo", "token": TOKEN},
+        ],
+        "sites": {},
+    }
+    creds_arn = sm.create_secret(Name="atlassian-credentials", SecretString=json.dumps(credentials))["ARN"]
+    env = {
+        "REGISTRY_TABLE": tables["AccountsTable"],
+        "STATE_TABLE": tables["StateTable"],
+        "CONSENT_TABLE": tables["ConsentTable"],
+        "AUDIT_TABLE": tables["AuditTable"],
+        "IDEMPOTENCY_TABLE": tables["IdempotencyTable"],
+        "PSEUDONYM_KEY_SECRET_ARN": key_arn,
+        "ATLASSIAN_CREDENTIALS_SECRET_ARN": creds_arn,
+        "ATLASSIAN_API_URL": emulator.url,
+        "ACTIONS_QUEUE_URL": queues["ActionsQueue"],
+        "DEFAULT_CYCLE_DAYS": "7",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    registry = Registry(
+        tables["AccountsTable"], Pseudonymizer(PSEUDONYM_KEY), client=boto3.client("dynamodb")
+    )
+    return {"tables": tables, "queues": queues, "registry": registry, "emulator": emulator}
+
+
+@pytest.fixture
+def handler(aws_env):
+    spec = importlib.util.spec_from_file_location("reporter_app", ROOT / "functions" / "reporter" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.lambda_handler
+
+
+def tick(handler, now: datetime | None = None) -> dict:
+    event = {"source": "gdpr.scheduler", "action": "tick"}
+    if now is not None:
+        event["now"] = clock.format_rfc3339(now)
+    return handler(event, FakeContext())
+
+
+def drain(queue_url: str) -> list[dict]:
+    sqs = boto3.client("sqs")
+    bodies = []
+    while True:
+        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        messages = answer.get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def reported(emulator, status_ok=(200, 204)) -> list[str]:
+    return [a for entry in emulator.requests if entry["status"] in status_ok for a in entry["accountIds"]]
+
+
+# ------------------------------------------------------------------ registry on the template's table
+def test_registry_keeps_one_item_per_account_with_the_oldest_retrieval(stack):
+    registry = stack["registry"]
+    registry.record("acc-1", "site-a", T0)
+    registry.record("acc-1", "site-b", T0 - timedelta(days=2))
+    registry.record("acc-1", "site-c", T0 + timedelta(days=1))
+    item = registry.get("acc-1")
+    assert item["sites"] == ["site-a", "site-b", "site-c"]
+    assert item["updatedAt"] == clock.format_rfc3339(T0 - timedelta(days=2))
+    assert item["status"] == "active" and item["reportKey"] == "new" and "registeredAt" in item
+    page = registry.query_due("new", None, 10)
+    assert [a.account_id for a in page.accounts] == ["acc-1"]
+    assert registry.mark_reported_first("acc-1", report_key_for("acc-1"), 3)
+    assert not registry.mark_reported_first("acc-1", report_key_for("acc-1"), 4)
+    assert registry.query_due("new", None, 10).accounts == []
+    moved = registry.query_due(report_key_for("acc-1"), None, 10).accounts
+    assert [(a.account_id, a.first_cycle) for a in moved] == [("acc-1", 3)]
+
+
+def test_registry_refuses_erasing_and_tombstoned_accounts_without_naming_them(stack):
+    registry = stack["registry"]
+    registry.record("acc-2", "site-a", T0)
+    assert registry.mark_erasing("acc-2")
+    assert not registry.mark_erasing("acc-2")  # idempotent
+    with pytest.raises(AccountErased) as raised:
+        registry.record("acc-2", "site-b", T0)
+    assert "acc-2" not in str(raised.value)
+    item = registry.get("acc-2")
+    assert item["status"] == "erasing" and "reportKey" not in item and item["sites"] == ["site-a"]
+    boto3.client("dynamodb").put_item(
+        TableName=stack["tables"]["AccountsTable"],
+        Item={"accountId": {"S": registry.tombstone_key("acc-3")}, "status": {"S": "erased"}},
+    )
+    with pytest.raises(AccountErased):
+        registry.record("acc-3", "site-a", T0)
+    assert registry.get("acc-3") is None
+    with pytest.raises(ValueError):
+        registry.record("unknown", "site-a", T0)
+
+
+def test_registry_pages_through_the_index(stack):
+    registry = stack["registry"]
+    for i in range(25):
+        registry.record(f"page-{i:03d}", "site-a", T0)
+    seen, after = [], None
+    while True:
+        page = registry.query_due("new", after, 10)
+        seen += [a.account_id for a in page.accounts]
+        if page.last_account_id is None:
+            break
+        after = page.last_account_id
+    assert seen == [f"page-{i:03d}" for i in range(25)]
+
+
+# ------------------------------------------------------------------ the handler
+def test_handler_reports_the_registry_and_queues_erasures(stack, handler):
+    registry, emulator = stack["registry"], stack["emulator"]
+    emulator.configure({"closed": ["closed-one"], "updated": ["stale-one"]})
+    accounts = [f"5be24ad8{i:016x}" for i in range(297)] + [TEST_ACCOUNT_ACTIVE, TEST_ACCOUNT_CLOSED]
+    accounts += ["closed-one", "stale-one"]
+    for a in accounts:
+        registry.record(a, "site-a", T0 - timedelta(days=1))
+    for site in ("site-b", "site-c"):  # one account through three sites is still one account
+        registry.record(accounts[0], site, T0 - timedelta(days=3))
+
+    summary = tick(handler, T0)
+    assert summary["accountsReported"] == 301 and summary["newReported"] == 301
+    assert summary["closed"] == 2 and summary["updated"] == 1 and summary["enqueued"] == 3
+    assert summary["credentialFallbacks"] == 1 and summary["complete"] is True
+    bodies = [e for e in emulator.requests if e["status"] in (200, 204)]
+    assert len(bodies) == math.ceil(301 / 90) == summary["requests"] - 1  # one 401 on the revoked token
+    assert all(1 <= e["accounts"] <= 90 for e in emulator.requests)
+    counts = Counter(reported(emulator))
+    assert set(counts) == set(accounts) and set(counts.values()) == {1}
+
+    for a in (TEST_ACCOUNT_CLOSED, "closed-one"):
+        item = registry.get(a)
+        assert item["status"] == "erasing" and "reportKey" not in item
+    assert registry.get(accounts[0])["reportKey"] == report_key_for(accounts[0])
+    messages = drain(stack["queues"]["ActionsQueue"])
+    by_action = {(m["action"], m["reason"], m["accountId"]) for m in messages}
+    assert by_action == {
+        ("erase", "closed", TEST_ACCOUNT_CLOSED),
+        ("erase", "closed", "closed-one"),
+        ("refresh", "updated", "stale-one"),
+    }
+    assert all(m["schema"] == 1 and m["cycle"] == 1 and m["reportedAt"] for m in messages)
+
+    # The classic scheduled-event shape works too; nothing is due again this cycle.
+    emulator.configure({"clearLog": True})
+    clock.install(ManualClock(T0 + timedelta(hours=1)))
+    try:
+        again = handler(SCHEDULED_EVENT, FakeContext())
+    finally:
+        clock.install(SystemClock())
+    assert again["requests"] == 0 and again["accountsReported"] == 0
+
+    # Two cycles later: every active account once in cycle 2, the closed ones never again.
+    tick(handler, T0 + timedelta(days=7, minutes=1))
+    summary = tick(handler, T0 + timedelta(days=14, minutes=1))
+    state = DynamoStateStore(stack["tables"]["StateTable"], client=boto3.client("dynamodb")).load()
+    assert state.cycle == 3 and state.cycle_start == T0 + timedelta(days=14)
+    counts = Counter(reported(emulator))
+    assert set(counts) == set(accounts) - {TEST_ACCOUNT_CLOSED, "closed-one"}
+    assert set(counts.values()) == {1}
+    assert all(1 <= e["accounts"] <= 90 for e in emulator.requests)
+    cycle2_requests = [e for e in emulator.requests if e["status"] in (200, 204)]
+    assert len(cycle2_requests) == math.ceil(299 / 90)
+    assert summary["cycle"] == 3
+
+
+def test_handler_follows_cycle_period_and_records_it(stack, handler):
+    stack["registry"].record("acc-9", "site-a", T0)
+    stack["emulator"].configure({"cyclePeriod": "P14D"})
+    tick(handler, T0)
+    state = DynamoStateStore(stack["tables"]["StateTable"], client=boto3.client("dynamodb")).load()
+    assert state.cycle_length == timedelta(days=7)
+    assert state.pending_cycle_length == timedelta(days=14)
+
+
+def test_handler_rejects_unexpected_events(stack, handler):
+    for event in ({}, {"source": "gdpr.scheduler", "action": "erase"}, {"Records": []}, []):
+        with pytest.raises(ValueError, match="unsupported event"):
+            handler(event, FakeContext())
+    with pytest.raises(ValueError):
+        handler({"source": "gdpr.scheduler", "action": "tick", "now": "yesterday"}, FakeContext())
+
+
+def test_tables_come_from_the_template(stack):
+    described = boto3.client("dynamodb").describe_table(TableName=stack["tables"]["AccountsTable"])["Table"]
+    index = described["GlobalSecondaryIndexes"][0]
+    assert index["IndexName"] == "due-index"
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["reportKey", "accountId"]
+    assert NSHARDS == 256

@@ -1,0 +1,1 @@
+"""Shared test helpers (not fixtures): build AWS resources from infra/template.yaml, fakes."""
