@@ -289,6 +289,26 @@ def test_a_closed_new_account_goes_straight_to_erasing():
     assert h.tick()["requests"] == 0
 
 
+
+class FailingSender:
+    def send(self, messages):
+        raise EnqueueError(f"{len(messages)} action messages could not be enqueued")
+
+
+def test_when_the_queue_fails_the_closed_answer_is_not_lost():
+    # Regression: the account used to leave the due-index before its erase message was queued, so a
+    # queue failure lost the erasure for good. Now the batch stays due and its answer comes again.
+    h = Harness()
+    h.registry.register_new(TEST_ACCOUNT_CLOSED)
+    with pytest.raises(EnqueueError):
+        h.tick(sender=FailingSender())
+    assert h.registry.items[TEST_ACCOUNT_CLOSED]["status"] == "active"
+    assert h.registry.items[TEST_ACCOUNT_CLOSED]["reportKey"] == NEW_KEY
+    summary = h.tick()
+    assert summary["closed"] == 1
+    assert [m["accountId"] for m in h.sender.messages] == [TEST_ACCOUNT_CLOSED]
+    assert h.registry.items[TEST_ACCOUNT_CLOSED]["status"] == "erasing"
+
 # ------------------------------------------------------------------ pacing and failures
 def all_due_harness(n: int) -> Harness:
     """n accounts, all due at once: the state says the cycle started a week ago."""

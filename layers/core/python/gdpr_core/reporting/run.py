@@ -283,15 +283,22 @@ class ReportingRun:
         reported_at = clock.format_rfc3339(self.now())
         cycle = self.state.cycle
         statuses = dict(answer.actions)
-        messages: list[dict[str, Any]] = []
+        messages = [
+            _message("erase", "closed", account_id, reported_at, cycle)
+            if status == "closed"
+            else _message("refresh", "updated", account_id, reported_at, cycle)
+            for account_id, status in answer.actions
+        ]
+        # Enqueue before anything else moves: if the queue fails, the run raises with the cursor
+        # still before this batch, so the next tick reports it again and its answer is not lost.
+        if messages:
+            self.counts["enqueued"] += self.sender.send(messages)
         for account_id, status in answer.actions:
             if status == "closed":
-                # Out of the due-index first, so it is never reported again, then hand it to erasure.
+                # Out of the due-index, so it is never reported again (erasure then tombstones it).
                 self.registry.mark_erasing(account_id)
-                messages.append(_message("erase", "closed", account_id, reported_at, cycle))
                 self.counts["closed"] += 1
             else:
-                messages.append(_message("refresh", "updated", account_id, reported_at, cycle))
                 self.counts["updated"] += 1
         self.counts["ignoredAnswers"] += answer.unknown_status + answer.unrequested
         for candidate in batch:
@@ -302,15 +309,11 @@ class ReportingRun:
         self.counts["accountsReported"] += len(batch)
         self.counts["newReported"] += sum(1 for c in batch if c.is_new)
         self.counts["maxBatch"] = max(self.counts["maxBatch"], len(batch))
-        # The request completed: move the cursor before enqueueing, so that even if the queue fails
-        # (the run then records the error and raises) these accounts are not reported twice.
         self.state.shard, self.state.last_account_id = cursor_after(
             batch, self.state.shard, self.state.last_account_id
         )
         self.state.reported_in_cycle += len(batch)
         self._dirty = True
-        if messages:
-            self.counts["enqueued"] += self.sender.send(messages)
         self._checkpoint()
 
     # ---------------------------------------------------------------- state
