@@ -9,6 +9,7 @@ import json
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
 from gdpr_core.config import Settings
 from gdpr_core.consent import signature
 from gdpr_core.consent.model import ValidationError, parse_event, validate_email

@@ -49,7 +49,13 @@ def deliver_consent(webhook_url: str, signing_secret: str, deliveries: list[dict
 
 def run(state: Path, dataset: Path) -> dict[str, Any]:
     started = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        phases[name] = round(time.monotonic() - started - sum(phases.values()), 1)
+
     sandbox = Sandbox.start(state)
+    lap("start")
     try:
         emulator = sandbox.endpoints["emulator_url"]
         answers = json.loads((dataset / "emulator.json").read_text())
@@ -60,23 +66,28 @@ def run(state: Path, dataset: Path) -> dict[str, Any]:
         from gdpr_core.secrets import load_pseudonymizer
 
         seeded = seed(sandbox.session, erasure_env, lines, load_pseudonymizer(erasure_env["PSEUDONYM_KEY_SECRET_ARN"]))
+        lap("seed")
 
         deliveries = [json.loads(x) for x in (dataset / "consent-deliveries.jsonl").read_text().splitlines() if x]
         consent = deliver_consent(sandbox.endpoints["stack_outputs"]["ConsentWebhookUrl"],
                                   sandbox.endpoints["webhook_signing_secret"], deliveries)
+        lap("consent")
 
         ticks = []
         for _ in range(MAX_TICKS):
             ticks.append(sandbox.report())
             if ticks[-1].get("complete"):
                 break
+        lap("report")
         drained = sandbox.drain()
+        lap("drain")
 
-        log = requests.get(f"{emulator}/_emulator/log", timeout=10).json()
+        log = requests.get(f"{emulator}/_emulator/log", timeout=10).json()["requests"]
         report_check = verify_report_log(log, seeded.accounts, set(answers["closed"]))
         closed_held = set(answers["closed"]) & seeded.accounts
         erasure_check = verify_closed_erased(sandbox, closed_held)
-        consent_check = verify_consent(sandbox, deliveries)
+        consent_check = verify_consent(sandbox, deliveries, closed_held)
+        lap("verify")
         summary = {
             "accounts_registered": len(seeded.accounts),
             "account_site_lines": seeded.lines,
@@ -101,6 +112,7 @@ def run(state: Path, dataset: Path) -> dict[str, Any]:
             "consent_rejected": sum(v for k, v in consent.items() if k.isdigit()),
             "consent_state_matches_newest_event": consent_check["matches"],
             "seconds": round(time.monotonic() - started, 1),
+            "phase_seconds": phases,
         }
         problems = report_check["problems"] + erasure_check["problems"] + consent_check["problems"]
         if summary["erased_accounts"] != len(closed_held):

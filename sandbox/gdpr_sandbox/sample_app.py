@@ -44,7 +44,8 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def seed(session: Any, env: dict[str, str], lines: Iterable[dict[str, Any]], pseudonymizer: Pseudonymizer) -> SeedResult:
+def seed(session: Any, env: dict[str, str], lines: Iterable[dict[str, Any]],
+         pseudonymizer: Pseudonymizer) -> SeedResult:
     """Writes the sample app's stores and registers every (account, site) retrieval."""
     ddb = session.client("dynamodb")
     s3 = session.client("s3")

@@ -62,6 +62,9 @@ class Sandbox:
         state_dir = state_dir or paths.state_dir()
         (state_dir / "logs").mkdir(parents=True, exist_ok=True)
         owned: list[Any] = []
+        # The emulated AWS's access log would print S3 keys (the sample app keys avatars by account
+        # id): keep it quiet, as no real AWS endpoint logs into our output either.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         moto.start()
         owned.append(moto)

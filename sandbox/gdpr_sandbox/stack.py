@@ -130,9 +130,21 @@ def _logical_of_arn_ref(node: Any) -> str | None:
 
 def deploy_sample_app(session: boto3.session.Session, stack_name: str, parameters: dict[str, str]) -> None:
     cfn = session.client("cloudformation")
-    body = json.dumps(cfn_yaml.load(paths.SAMPLE_APP_TEMPLATE))
-    cfn.create_stack(StackName=stack_name, TemplateBody=body,
+    template = cfn_yaml.load(paths.SAMPLE_APP_TEMPLATE)
+    cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(template),
                      Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()])
+    _apply_bucket_versioning(session, stack_name, template)
+
+
+def _apply_bucket_versioning(session: boto3.session.Session, stack_name: str, template: dict[str, Any]) -> None:
+    """moto's CloudFormation ignores VersioningConfiguration; apply it as CloudFormation would."""
+    cfn, s3 = session.client("cloudformation"), session.client("s3")
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+                for r in cfn.list_stack_resources(StackName=stack_name)["StackResourceSummaries"]}
+    for logical_id, resource in template["Resources"].items():
+        status = resource.get("Properties", {}).get("VersioningConfiguration", {}).get("Status")
+        if resource["Type"] == "AWS::S3::Bucket" and status:
+            s3.put_bucket_versioning(Bucket=physical[logical_id], VersioningConfiguration={"Status": status})
 
 
 def deploy(session: boto3.session.Session, stack_name: str, parameters: dict[str, str]) -> Deployment:
@@ -225,6 +237,11 @@ def deploy(session: boto3.session.Session, stack_name: str, parameters: dict[str
     sqs = session.client("sqs")
     event_sources = []
     for mapping in lam.list_event_source_mappings()["EventSourceMappings"]:
+        if mapping.get("State") != "Enabled":
+            continue
+        # moto would "invoke" on every SendMessage through Docker, receiving (and so eventually
+        # dead-lettering) the messages; the sandbox's own poller takes the mapping's place.
+        lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
         queue_arn = mapping["EventSourceArn"]
         queue_name = queue_arn.rsplit(":", 1)[1]
         event_sources.append({

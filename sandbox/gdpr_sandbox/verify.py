@@ -61,7 +61,8 @@ def _scan_all(ddb: Any, table: str) -> list[dict[str, Any]]:
     return [item for page in ddb.get_paginator("scan").paginate(TableName=table) for item in page["Items"]]
 
 
-def verify_closed_erased(sandbox: Any, closed_held: set[str], personal_strings: set[str] | None = None) -> dict[str, Any]:
+def verify_closed_erased(sandbox: Any, closed_held: set[str],
+                         personal_strings: set[str] | None = None) -> dict[str, Any]:
     env = sandbox.env()["ErasureFunction"]
     ddb = sandbox.client("dynamodb")
     problems: list[str] = []
@@ -92,9 +93,13 @@ def verify_closed_erased(sandbox: Any, closed_held: set[str], personal_strings: 
             "audit_records_with_personal_data": with_pd, "dead_letters": dlq, "problems": problems}
 
 
-def expected_consent(deliveries: list[dict[str, Any]]) -> dict[str, bool | None]:
+def expected_consent(deliveries: list[dict[str, Any]],
+                     closed_accounts: set[str] = frozenset()) -> dict[str, bool | None]:
     """The spec's rule, computed independently: per email, the newest genuine event wins
-    (occurredAt, then webhook-id); an erasure leaves no consent state."""
+    (occurredAt, then webhook-id); an erasure leaves no consent state, and neither does the closure
+    of the Atlassian account the deliveries linked the email to."""
+    closed_emails = {d["body"]["data"]["email"].strip().lower() for d in deliveries
+                     if d["signature"] == "valid" and d["body"]["data"].get("accountId") in closed_accounts}
     newest: dict[str, tuple] = {}
     for d in deliveries:
         if d["signature"] != "valid":
@@ -106,14 +111,14 @@ def expected_consent(deliveries: list[dict[str, Any]]) -> dict[str, bool | None]
             newest[email] = (order, body)
     result: dict[str, bool | None] = {}
     for email, (_, body) in newest.items():
-        if body["type"] == "consent.erased":
+        if body["type"] == "consent.erased" or email in closed_emails:
             result[email] = None
         else:
             result[email] = next(c["granted"] for c in body["data"]["consents"] if c["key"] == "generalMarketingOptIn")
     return result
 
 
-def verify_consent(sandbox: Any, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
+def verify_consent(sandbox: Any, deliveries: list[dict[str, Any]], closed_accounts: set[str]) -> dict[str, Any]:
     from gdpr_core.consent.store import ConsentStore
     from gdpr_core.secrets import load_pseudonymizer
 
@@ -121,7 +126,7 @@ def verify_consent(sandbox: Any, deliveries: list[dict[str, Any]]) -> dict[str, 
     store = ConsentStore(env["CONSENT_TABLE"], load_pseudonymizer(env["PSEUDONYM_KEY_SECRET_ARN"]),
                          client=sandbox.client("dynamodb"))
     problems = []
-    for email, granted in expected_consent(deliveries).items():
+    for email, granted in expected_consent(deliveries, closed_accounts).items():
         state = store.lookup(email).get("generalMarketingOptIn")
         actual = None if state is None else state["granted"]
         if actual != granted:

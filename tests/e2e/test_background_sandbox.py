@@ -59,7 +59,7 @@ def test_up_cli_down(sandbox, demo_dataset, tmp_path_factory):
     assert report["closed"] == 1
     gdprctl(state, "drain", "--json")
 
-    log = requests.get(endpoints["emulator_url"] + "/_emulator/log", timeout=10).json()
+    log = requests.get(endpoints["emulator_url"] + "/_emulator/log", timeout=10).json()["requests"]
     reported = [a for r in log if r["status"] in (200, 204) for a in r["accountIds"]]
     assert sorted(reported) == sorted(held)
     assert max(len(r["accountIds"]) for r in log) <= 90

@@ -32,14 +32,14 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "DEBUG")
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
 
 from aws_lambda_powertools.utilities import parameters  # noqa: E402
+
 from gdpr_core import clock  # noqa: E402
 from gdpr_core.adapters import aws as aws_adapter  # noqa: E402
 from gdpr_core.consent import signature  # noqa: E402
 from gdpr_core.consent.model import parse_event  # noqa: E402
 from gdpr_core.consent.store import ConsentStore  # noqa: E402
 from gdpr_core.pseudonym import Pseudonymizer  # noqa: E402
-
-from tests.support.consent_tables import create_consent_table  # noqa: E402
+from tests.support.stacks import create_consent_table  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "consent_webhook_app", ROOT / "functions/consent_webhook/app.py"

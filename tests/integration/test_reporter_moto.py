@@ -30,7 +30,7 @@ from gdpr_core.registry import AccountErased, Registry  # noqa: E402
 from gdpr_core.reporting.planner import NSHARDS, report_key_for  # noqa: E402
 from gdpr_core.reporting.run import DynamoStateStore  # noqa: E402
 from gdpr_sandbox.atlassian_emulator import AtlassianEmulator  # noqa: E402
-from tests.support.template_tables import create_queues, create_tables, load_template  # noqa: E402
+from tests.support.stacks import create_queues, create_tables, load_template  # noqa: E402
 
 REGION = "eu-west-1"
 PSEUDONYM_KEY = "integration-test-pseudonym-key-0123456789"

@@ -6,6 +6,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from gdpr_core.consent.signature import SignatureError, secret_key, sign, verify, verify_headers
 
 NOW = datetime(2026, 11, 30, 10, 15, 2, tzinfo=UTC)

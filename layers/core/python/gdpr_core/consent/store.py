@@ -238,6 +238,23 @@ class ConsentStore:
             for attr, value in _consent_attrs(latest)
         }
 
+    def export_account(self, account_ref: str) -> list[dict[str, Any]]:
+        """The subject's access export: consent state and delivery history of every subject linked
+        to `account_ref` (the email itself is never stored, so it cannot be exported)."""
+        out = []
+        for pk in sorted({item["pk"] for item in self._query_account(account_ref)}):
+            latest = self._get(pk, LATEST)
+            out.append({
+                "consents": {attr[len(KEY_PREFIX):]: value for attr, value in _consent_attrs(latest)},
+                "history": [
+                    {k: v for k, v in item.items() if k != "pk"}
+                    for item in self._history(
+                        pk, "pk, sk, outcome, occurredAt, receivedAt, consents, " + ", ".join(HISTORY_PAYLOAD)
+                    )
+                ],
+            })
+        return out
+
     # ------------------------------------------------------------------ account closure
     def erase_account(self, account_ref: str, now: datetime) -> int:
         """Removes the consent data of every subject linked to `account_ref`; returns how many.
