@@ -39,6 +39,7 @@ from gdpr_core.consent import signature  # noqa: E402
 from gdpr_core.consent.model import parse_event  # noqa: E402
 from gdpr_core.consent.store import ConsentStore  # noqa: E402
 from gdpr_core.pseudonym import Pseudonymizer  # noqa: E402
+from tests.support import aws_events  # noqa: E402
 from tests.support.stacks import create_consent_table  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
@@ -50,7 +51,7 @@ _spec.loader.exec_module(handler)
 # Rejections emit their own single metric, so the shared Metrics object is legitimately empty then.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
-AWS_SAMPLE = Path("/work/shared/aws-events/http-api-proxy.json")
+AWS_SAMPLE = aws_events.path("http-api-proxy.json")
 NOW = datetime(2026, 11, 30, 10, 20, 0, tzinfo=UTC)
 CURRENT = "whsec_" + base64.b64encode(b"current-signing-key-0123456789ab").decode()
 PREVIOUS = "whsec_" + base64.b64encode(b"previous-signing-key-0123456789a").decode()

@@ -24,14 +24,14 @@ from gdpr_core.consent.model import Consent, ConsentEvent
 from gdpr_core.consent.store import ConsentStore
 from gdpr_core.erasure.audit import AUDIT_ATTRIBUTES
 from gdpr_core.pseudonym import Pseudonymizer
-from tests.support import stacks
+from tests.support import aws_events, stacks
 
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "functions" / "erasure" / "app.py"
-AWS_SAMPLE = Path("/work/shared/aws-events/sqs-receive-message.json")
+AWS_SAMPLE = aws_events.path("sqs-receive-message.json")
 SQS_SAMPLE = json.loads(
-    (AWS_SAMPLE if AWS_SAMPLE.exists() else REPO / "events" / "erasure-closed.json").read_text()
+    AWS_SAMPLE.read_text()
 )
 PSEUDONYM_KEY = "integration-test-pseudonym-key-0123456789"
 ACCOUNT = "5be24ba3f91c106033269289"  # Atlassian's published closed test account

@@ -30,6 +30,7 @@ from gdpr_core.registry import AccountErased, Registry  # noqa: E402
 from gdpr_core.reporting.planner import NSHARDS, report_key_for  # noqa: E402
 from gdpr_core.reporting.run import DynamoStateStore  # noqa: E402
 from gdpr_sandbox.atlassian_emulator import AtlassianEmulator  # noqa: E402
+from tests.support import aws_events  # noqa: E402
 from tests.support.stacks import create_queues, create_tables, load_template  # noqa: E402
 
 REGION = "eu-west-1"
@@ -39,23 +40,8 @@ T0 = datetime(2026, 4, 6, 10, 0, tzinfo=UTC)
 
 
 def _scheduled_event() -> dict:
-    """AWS's own sample (sam local generate-event): the repo's events/ copy, else the shared one."""
-    for path in (
-        ROOT / "events" / "scheduled-event.json",
-        Path("/work/shared/aws-events/scheduled-event.json"),
-    ):
-        if path.is_file():
-            return json.loads(path.read_text())
-    return {
-        "id": "cdc73f9d-aea9-11e3-9d5a-835b769c0d9c",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "1970-01-01T00:00:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/ExampleRule"],
-        "detail": {},
-    }
+    """AWS's own sample (sam local generate-event), unchanged."""
+    return aws_events.load("scheduled-event.json")
 
 
 SCHEDULED_EVENT = _scheduled_event()
