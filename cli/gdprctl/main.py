@@ -31,9 +31,19 @@ def _pseudonymizer(target: Any) -> Pseudonymizer:
 def _emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
     out = json.dumps(data, indent=2, sort_keys=True, default=str) if (args.json or text is None) else text
     if getattr(args, "out", None):
-        Path(args.out).write_text(out + "\n")
+        _write_private(args.out, out + "\n")
     else:
         print(out)
+
+
+def _write_private(path: str, text: str) -> None:
+    """Exports hold personal data: readable by the owner only (0600), whatever the umask."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 class _Progress:
@@ -63,9 +73,10 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     env = target.env()["ErasureFunction"]
     result = seed(target.session, env, read_lines(Path(args.file)), _pseudonymizer(target))
     data = {"lines": result.lines, "accounts": len(result.accounts), "sites": len(result.sites),
-            "comments": result.comments, "avatars": result.avatars}
+            "comments": result.comments, "avatars": result.avatars, "refused_erased": result.refused}
     _emit(args, data, f"seeded {data['accounts']} accounts on {data['sites']} sites ({data['lines']} retrievals, "
-                      f"{data['comments']} comments, {data['avatars']} avatars)")
+                      f"{data['comments']} comments, {data['avatars']} avatars); "
+                      f"{result.refused} lines refused: account already erased as closed")
     return 0
 
 
@@ -87,8 +98,10 @@ def cmd_accounts_import(args: argparse.Namespace) -> int:
                 if not isinstance(line, dict):
                     raise ValueError("line is not a JSON object")
                 for key in ("accountId", "updatedAt", "site"):
-                    if not isinstance(line.get(key), str) or not line[key]:
+                    if key not in line or line[key] in ("", None):
                         raise ValueError(f"missing or empty '{key}'")
+                    if not isinstance(line[key], str):
+                        raise ValueError(f"'{key}' must be a string")
                 registry.record(line["accountId"], line["site"], parse_rfc3339(line["updatedAt"]))
                 imported += 1
             except json.JSONDecodeError:
@@ -101,12 +114,12 @@ def cmd_accounts_import(args: argparse.Namespace) -> int:
         print(f"{args.file}:{e['line']}: {e['reason']}", file=sys.stderr)
     _emit(args, {"imported": imported, "rejected": len(errors), "errors": errors},
           f"imported {imported} lines, rejected {len(errors)}")
-    return 1 if errors and not imported else 0
+    return 1 if errors else 0  # valid lines are imported all the same; a backfill must not lose lines silently
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if args.now:
-        parse_rfc3339(args.now)
+    if args.now is not None:
+        parse_rfc3339(args.now)  # "" and garbage are refused, not taken as "now"
     result = resolve(args.stack).report(args.now)
     _emit(args, result, None if args.json else json.dumps(result, indent=2, default=str))
     return 0
@@ -124,13 +137,31 @@ def _queue_depth(sqs: Any, url: str) -> int:
     return sum(int(v) for v in attrs.values())
 
 
+def _alarm_states(target: Any, stack: str | None) -> dict[str, str]:
+    """Alarm logical id -> state: CloudWatch's on a stack, the sandbox's own queue-depth evaluation otherwise."""
+    if stack is None:
+        from gdpr_sandbox.alarms import evaluate
+
+        return evaluate(target.deployment.alarms, target.client("sqs"))
+    names = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+             for page in target.client("cloudformation").get_paginator("list_stack_resources").paginate(StackName=stack)
+             for r in page["StackResourceSummaries"] if r["ResourceType"] == "AWS::CloudWatch::Alarm"}
+    cloudwatch, by_name = target.client("cloudwatch"), {v: k for k, v in names.items()}
+    states: dict[str, str] = {}
+    physical = sorted(by_name)
+    for i in range(0, len(physical), 100):  # DescribeAlarms takes at most 100 names
+        for alarm in cloudwatch.describe_alarms(AlarmNames=physical[i:i + 100])["MetricAlarms"]:
+            states[by_name[alarm["AlarmName"]]] = alarm["StateValue"]
+    return states
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    from boto3.dynamodb.types import TypeDeserializer
+    from gdpr_core.registry import count_quarantined
+    from gdpr_core.reporting.status import reporter_status
 
     target = resolve(args.stack)
     env = target.env()["ReporterFunction"]
     ddb = target.client("dynamodb")
-    des = TypeDeserializer()
     state = ddb.get_item(TableName=env["STATE_TABLE"], Key={"pk": {"S": "reporter"}}, ConsistentRead=True).get("Item")
     counts: Counter = Counter()
     # An operator command, not a hot path: counting by status reads the registry once.
@@ -139,7 +170,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts.update(item.get("status", {}).get("S", "unknown") for item in page["Items"])
     sqs = target.client("sqs")
     data = {
-        "reporter": {k: des.deserialize(v) for k, v in (state or {}).items() if k != "pk"},
+        # Counts and times only: the state item may hold ids of an answer being applied.
+        "reporter": reporter_status(state, count_quarantined(ddb, env["REGISTRY_TABLE"])),
         "registry": {"active": counts.get("active", 0), "erasing": counts.get("erasing", 0),
                      "erased_tombstones": counts.get("erased", 0)},
         "queues": {"actions": _queue_depth(sqs, target.output("ActionsQueueUrl")),
@@ -151,6 +183,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"queues     {data['queues']['actions']} actions pending, {data['queues']['dead_letter']} dead letters",
         "reporter   " + (json.dumps(data["reporter"], default=str) if state else "has not run yet"),
     ])
+    data["lifecycle"] = _lifecycle_status(target)
+    text += "\nlifecycle  " + (", ".join(
+        f"{r['site']} {r['state']}" + (f" until {r['dueAt']}" if r["state"] == "pending"
+                                       else f" ({r.get('accounts', 0)} accounts)")
+        for r in data["lifecycle"]["uninstalls"]) or "no site uninstall pending")
+    data["alarms"] = _alarm_states(target, args.stack)
+    text += "\nalarms     " + (", ".join(f"{k} {v}" for k, v in sorted(data["alarms"].items())) or "none")
     _emit(args, data, text)
     return 0
 
@@ -165,18 +204,45 @@ def cmd_subject_export(args: argparse.Namespace) -> int:
     return 0
 
 
+AUDIT_QUERY_MAX_DAYS = 400
+
+
+def _audit_pages(ddb: Any, table: str, since: Any) -> Any:
+    """Audit pages: with --since, a Query on day-index per UTC day from that day to today."""
+    from datetime import UTC, timedelta
+
+    from gdpr_core.clock import format_rfc3339, now
+
+    day = since.astimezone(UTC).date() if since is not None else None
+    last = now().astimezone(UTC).date()
+    # recordedAt and --since are both RFC 3339 UTC with milliseconds, so text order is time order.
+    bound = {"ExpressionAttributeNames": {"#r": "recordedAt"},
+             "ExpressionAttributeValues": {":since": {"S": format_rfc3339(since)}}} if since is not None else {}
+    if day is None or (last - day).days > AUDIT_QUERY_MAX_DAYS:
+        # Everything, or a period so long that mostly empty day queries would cost more than one read.
+        yield from ddb.get_paginator("scan").paginate(
+            TableName=table, **({"FilterExpression": "#r >= :since", **bound} if bound else {}))
+        return
+    query = ddb.get_paginator("query")
+    while day <= last:
+        yield from query.paginate(
+            TableName=table, IndexName="day-index", KeyConditionExpression="#d = :d AND #r >= :since",
+            ExpressionAttributeNames={"#d": "day", **bound["ExpressionAttributeNames"]},
+            ExpressionAttributeValues={":d": {"S": day.isoformat()}, **bound["ExpressionAttributeValues"]})
+        day += timedelta(days=1)
+
+
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from boto3.dynamodb.types import TypeDeserializer
+    from gdpr_core.erasure.engine import from_item  # numbers stay numbers (not Decimal text)
 
     target = resolve(args.stack)
     table = target.env()["ErasureFunction"]["AUDIT_TABLE"]
     since = parse_rfc3339(args.since) if args.since else None
-    des = TypeDeserializer()
     records = []
     progress = _Progress("exporting")
-    for page in target.client("dynamodb").get_paginator("scan").paginate(TableName=table):
+    for page in _audit_pages(target.client("dynamodb"), table, since):
         for item in page["Items"]:
-            record = {k: des.deserialize(v) for k, v in item.items()}
+            record = from_item(item)
             if since is None or parse_rfc3339(record["recordedAt"]) >= since:
                 records.append(record)
             progress.step()
@@ -203,9 +269,12 @@ def cmd_consent_lookup(args: argparse.Namespace) -> int:
     from gdpr_core.consent.store import ConsentStore
 
     target = resolve(args.stack)
+    from gdpr_core.consent.model import validate_email
+
+    email = validate_email(args.email, "email")  # a clear error instead of an empty answer
     store = ConsentStore(target.env()["ConsentWebhookFunction"]["CONSENT_TABLE"], _pseudonymizer(target),
                          client=target.client("dynamodb"))
-    data = store.lookup(args.email)
+    data = store.lookup(email)
     _emit(args, data, json.dumps(data, indent=2, sort_keys=True, default=str))
     return 0
 
@@ -215,25 +284,79 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     sqs = target.client("sqs")
     dlq, queue = target.output("ActionsDeadLetterQueueUrl"), target.output("ActionsQueueUrl")
     moved = 0
+    # Long polling on AWS: a short-poll receive samples a few servers and may come back empty
+    # while dead letters remain. The sandbox's moto answers from the whole queue at once.
+    wait = 0 if args.stack is None else 2
     while True:
-        got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+        got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
                                   MessageAttributeNames=["All"]).get("Messages", [])
         if not got:
             break
         for m in got:  # send first, then delete: a crash in between duplicates, never loses
-            sqs.send_message(QueueUrl=queue, MessageBody=m["Body"])
+            # Attributes go back as received, minus the list fields SQS reserves and refuses.
+            attributes = {k: {f: v[f] for f in ("DataType", "StringValue", "BinaryValue") if f in v}
+                          for k, v in m.get("MessageAttributes", {}).items()}
+            extra = {"MessageAttributes": attributes} if attributes else {}
+            sqs.send_message(QueueUrl=queue, MessageBody=m["Body"], **extra)
             sqs.delete_message(QueueUrl=dlq, ReceiptHandle=m["ReceiptHandle"])
             moved += 1
     _emit(args, {"replayed": moved}, f"replayed {moved} messages from the dead-letter queue")
     return 0
 
 
+def _lifecycle_status(target: Any) -> dict[str, Any]:
+    """Sites pending or being uninstalled (site ids: what the operator typed, not personal data of users)."""
+    from gdpr_core.lifecycle.uninstall import list_states, status_rows
+
+    env = target.env()["ErasureFunction"]
+    return {"uninstalls": status_rows(list_states(target.client("dynamodb"), env["STATE_TABLE"]))}
+
+
+def cmd_sites_uninstall(args: argparse.Namespace) -> int:
+    """Queues the same message the app sends on its `uninstalled` callback; the erasure function runs it."""
+    from gdpr_core.lifecycle.uninstall import request_message
+
+    target = resolve(args.stack)
+    body = request_message(args.site, parse_rfc3339(args.at) if args.at else None)
+    target.client("sqs").send_message(QueueUrl=target.output("ActionsQueueUrl"), MessageBody=body)
+    grace = target.env()["ErasureFunction"].get("UNINSTALL_GRACE_HOURS", "0")
+    data = {"queued": json.loads(body), "graceHours": float(grace)}
+    _emit(args, data, f"uninstall of {args.site} queued (grace {float(grace):g} h); `gdprctl drain` runs it now, "
+                      "`gdprctl status` shows it while pending")
+    return 0
+
+
+def cmd_sites_reinstall(args: argparse.Namespace) -> int:
+    """Cancels a pending uninstall at once (not through the queue, so the answer says whether it worked)."""
+    from gdpr_core.clock import format_rfc3339, now
+    from gdpr_core.lifecycle.service import build_uninstall
+    from gdpr_core.lifecycle.uninstall import UninstallRefused, validate_site
+
+    target = resolve(args.stack)
+    service = build_uninstall(target.env()["ErasureFunction"], clients=target.client,
+                              pseudonymizer=_pseudonymizer(target))
+    try:
+        result = service.reinstall(validate_site(args.site), format_rfc3339(now()))
+    except UninstallRefused as exc:
+        raise CliError(str(exc)) from None
+    words = {"cancelled": "pending uninstall cancelled", "recorded": "re-install recorded (no uninstall was pending)",
+             "superseded": "a newer event is already recorded for this site; nothing changed"}
+    _emit(args, result, f"{args.site}: {words[result['outcome']]}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    # --json/--stack go before or after the verb: the verb-level copies default to SUPPRESS so that
+    # they only override what was given before the verb.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    common.add_argument("--stack", help="act on this deployed CloudFormation stack instead of the sandbox")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output on stdout")
+    common.add_argument("--stack", default=argparse.SUPPRESS,
+                        help="act on this deployed CloudFormation stack instead of the sandbox")
     parser = argparse.ArgumentParser(prog="gdprctl", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    parser.add_argument("--stack", help="act on this deployed CloudFormation stack instead of the sandbox")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     sandbox = verbs.add_parser("sandbox", help="sandbox-only operations").add_subparsers(dest="sub", required=True)
@@ -277,16 +400,32 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = verbs.add_parser("dlq", help="the actions dead-letter queue").add_subparsers(dest="sub", required=True)
     p = dlq.add_parser("replay", parents=[common], help="move dead letters back to the actions queue")
     p.set_defaults(func=cmd_dlq_replay)
+
+    sites = verbs.add_parser("sites", help="the app's installations").add_subparsers(dest="sub", required=True)
+    p = sites.add_parser("uninstall", parents=[common], help="erase the data held for a site (after the grace period)")
+    p.add_argument("site")
+    p.add_argument("--at", help="RFC 3339 time of the uninstall (default: now)")
+    p.set_defaults(func=cmd_sites_uninstall)
+    p = sites.add_parser("reinstall", parents=[common], help="cancel a pending uninstall of a site")
+    p.add_argument("site")
+    p.set_defaults(func=cmd_sites_reinstall)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except ClientError as exc:  # the AWS error code and message, never a traceback
+        error = exc.response.get("Error", {})
+        print(f"gdprctl: AWS {error.get('Code', 'error')}: {error.get('Message', '')}", file=sys.stderr)
+    except BotoCoreError as exc:  # no region, no credentials, endpoint unreachable
+        print(f"gdprctl: {exc}", file=sys.stderr)
     except (CliError, RuntimeError, ValueError, OSError, KeyError) as exc:
         print(f"gdprctl: {exc}", file=sys.stderr)
-        return 1
+    return 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
+import time
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -17,6 +19,10 @@ from gdpr_core.consent.store import ConsentStore
 from gdpr_core.secrets import get_secret_json, load_pseudonymizer
 
 MAX_BODY_BYTES = 64 * 1024
+# After a rotation the cached secrets (300 s) would refuse the new one: on a bad signature the
+# secret is re-read once, but at most this often per container, so a flood of forgeries costs one
+# Secrets Manager call per interval, not one each.
+SECRET_REFRESH_INTERVAL_SECONDS = 30
 logger = Logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
@@ -42,6 +48,41 @@ def _body() -> bytes | None:
     return None if len(body) > MAX_BODY_BYTES else body
 
 
+class _SecretRefresh:
+    def __init__(self, interval: float, monotonic=time.monotonic):
+        self.interval = interval
+        self.monotonic = monotonic
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def allowed(self) -> bool:
+        with self._lock:
+            now = self.monotonic()
+            if self._last is not None and now - self._last < self.interval:
+                return False
+            self._last = now
+            return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._last = None
+
+
+secret_refresh = _SecretRefresh(SECRET_REFRESH_INTERVAL_SECONDS)
+
+
+def _verify(headers, body: bytes) -> str:
+    arn = Settings.from_env().signing_secret_arn
+    secrets = get_secret_json(arn)  # cached: a forgery costs at most the throttled re-read below
+    try:
+        return signature.verify_headers([secrets.get("current"), secrets.get("previous")], headers, body)
+    except signature.SignatureError as error:
+        if error.reason != "bad_signature" or not secret_refresh.allowed():
+            raise
+    secrets = get_secret_json(arn, force_fetch=True)  # perhaps rotated since we cached it
+    return signature.verify_headers([secrets.get("current"), secrets.get("previous")], headers, body)
+
+
 def _store() -> ConsentStore:
     settings = Settings.from_env()
     return ConsentStore(settings.consent_table, load_pseudonymizer(settings.pseudonym_key_secret_arn))
@@ -55,11 +96,8 @@ def consenthub_event():
     media_type = (app.current_event.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media_type != "application/json":
         return _reject(415, "unsupported_media_type")
-    secrets = get_secret_json(Settings.from_env().signing_secret_arn)  # cached: forgeries cost no AWS call
     try:
-        webhook_id = signature.verify_headers(
-            [secrets.get("current"), secrets.get("previous")], app.current_event.headers, body
-        )
+        webhook_id = _verify(app.current_event.headers, body)
         event = parse_event(body, webhook_id)
     except signature.SignatureError as error:
         return _reject(401, error.reason)
@@ -78,7 +116,7 @@ def consent_lookup():
         return _reject(413, "body_too_large")
     try:
         email = validate_email(json.loads(body).get("email"), "email")
-    except (ValueError, AttributeError):  # not JSON, not an object, or no plausible email
+    except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, or no plausible email
         return _reject(400, "schema:email")
     return _answer(200, {"consents": _store().lookup(email)})
 

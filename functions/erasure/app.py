@@ -19,6 +19,8 @@ from gdpr_core import clock
 from gdpr_core.adapters import aws
 from gdpr_core.config import ConfigurationError, Settings
 from gdpr_core.erasure import audit, engine, pdmap, service
+from gdpr_core.lifecycle import service as lifecycle
+from gdpr_core.lifecycle.uninstall import UninstallRefused, is_lifecycle_message
 from gdpr_core.secrets import load_pseudonymizer
 
 logger = Logger()
@@ -27,7 +29,8 @@ tracer = Tracer()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 PD_MAP = pdmap.load()  # validated at cold start: a broken map fails loudly, before any message
 IDEMPOTENCY = idempotency.IdempotencyConfig(expires_after_seconds=24 * 3600)
-_SAFE_ERRORS = (engine.InvalidMessage, engine.ErasureError, ConfigurationError)  # their messages carry no PD
+_SAFE_ERRORS = (engine.InvalidMessage, engine.ErasureError, ConfigurationError,  # their messages carry no PD
+                UninstallRefused, pdmap.PersonalDataMapError)
 
 
 @functools.lru_cache(maxsize=4)
@@ -43,8 +46,22 @@ def _execute(action_key: dict, message, settings: Settings, pseudonymizer) -> di
                                  subject=action_key["subject"], now=clock.now)
 
 
+def _lifecycle_message(body: str) -> dict:
+    """uninstall / reinstall of a site (gdpr_core.lifecycle.uninstall); results name the site by hash only."""
+    settings = Settings.from_env()
+    result = lifecycle.handle_message(body, os.environ, clients=aws.client,
+                                      pseudonymizer=load_pseudonymizer(settings.pseudonym_key_secret_arn))
+    if result.get("outcome") == "finished":
+        metrics.add_metric(name="UninstallsCompleted", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="UninstallAccountsDropped", unit=MetricUnit.Count, value=result["dropped"])
+    logger.info("lifecycle message done", extra=result)
+    return result
+
+
 def record_handler(record) -> dict:
     try:
+        if is_lifecycle_message(record.body):
+            return _lifecycle_message(record.body)
         message = engine.parse_action_message(record.body)
         settings = Settings.from_env()
         pseudonymizer = load_pseudonymizer(settings.pseudonym_key_secret_arn)
@@ -71,5 +88,15 @@ def record_handler(record) -> dict:
 @tracer.capture_lambda_handler
 def lambda_handler(event, context):
     IDEMPOTENCY.register_lambda_context(context)
+    if isinstance(event, dict) and event.get("source") == "gdpr.scheduler" and event.get("action") == "lifecycle":
+        # The lifecycle schedule: due uninstalls start, stalled ones resume, one share of the retention sweep.
+        settings = Settings.from_env()
+        summary = lifecycle.tick(os.environ, clients=aws.client,
+                                 pseudonymizer=load_pseudonymizer(settings.pseudonym_key_secret_arn))
+        metrics.add_metric(name="RetentionPurged", unit=MetricUnit.Count, value=summary["retention"]["purged"])
+        metrics.add_metric(name="RetentionAccountsDropped", unit=MetricUnit.Count,
+                           value=summary["retention"]["accountsDropped"])
+        logger.info("lifecycle tick done", extra=summary)
+        return summary
     return process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                     context=context)

@@ -13,14 +13,25 @@ from gdpr_core import clock, secrets
 from gdpr_core.config import Settings
 from gdpr_core.registry import Registry
 from gdpr_core.reporting.contract import ReportClient
-from gdpr_core.reporting.run import DynamoStateStore, ReportingRun, SqsActionSender
+from gdpr_core.reporting.run import DynamoStateStore, NoUsableCredential, ReportingRun, SqsActionSender
 
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
 
 # Stop starting requests this long before Lambda's deadline, to leave time for the last checkpoint.
+# On top of it the run starts a request only with RunPolicy.min_seconds_per_request (30 s) left, so
+# the last request (client timeout 5 s connect + 20 s read) and its checkpoint end >= 20 s early.
 SAFETY_MARGIN_SECONDS = 20.0
+COUNT_METRICS = (
+    ("AccountsReported", "accountsReported"),
+    ("ReportRequests", "requests"),
+    ("AccountsClosed", "closed"),
+    ("AccountsUpdated", "updated"),
+    ("RateLimited", "rateLimited"),
+    ("AccountsQuarantined", "quarantined"),  # quarantined by this tick; `gdprctl status` has the total
+    ("AccountsAtRisk", "atRisk"),  # current: accounts the last attempt could not report with any credential
+)
 
 
 def _tick_time(event: Any) -> datetime | None:
@@ -47,7 +58,7 @@ def lambda_handler(event: dict, context: Any) -> dict:
     now = clock.now if injected is None else (lambda: injected)
     settings = Settings.from_env()
     credentials = secrets.get_secret_json(settings.atlassian_credentials_secret_arn).get("credentials") or []
-    summary = ReportingRun(
+    run = ReportingRun(
         registry=Registry(
             settings.registry_table, secrets.load_pseudonymizer(settings.pseudonym_key_secret_arn)
         ),
@@ -60,13 +71,26 @@ def lambda_handler(event: dict, context: Any) -> dict:
         remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS,
         default_cycle_length=timedelta(days=settings.default_cycle_days),
         log=logger,
-    ).run()
-    for name, key in (
-        ("AccountsReported", "accountsReported"),
-        ("ReportRequests", "requests"),
-        ("AccountsClosed", "closed"),
-        ("AccountsUpdated", "updated"),
-        ("RateLimited", "rateLimited"),
-    ):
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary[key])
+    )
+    try:
+        summary = run.run()
+    finally:
+        # Every tick, failed ones too: the overdue age is what the lateness alarm watches.
+        if run.summary is not None:
+            _emit(run.summary)
+    if summary["stoppedBy"] == "no_credential":
+        # The state is saved and the accounts stay due; failing the invocation as well makes the
+        # reporter-errors alarm fire even where the AccountsAtRisk alarm is missing, and lets the
+        # schedule's retry policy try again soon (a restored credential is then used at once).
+        raise NoUsableCredential(
+            f"every configured Atlassian credential was rejected; {summary['atRisk']} accounts at risk"
+        )
     return summary
+
+
+def _emit(summary: dict) -> None:
+    for name, key in COUNT_METRICS:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary[key])
+    metrics.add_metric(
+        name="OldestOverdueSeconds", unit=MetricUnit.Seconds, value=summary["oldestOverdueSeconds"]
+    )

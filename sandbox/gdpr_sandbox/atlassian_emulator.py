@@ -7,7 +7,10 @@ and `Retry-After`. The published closed test account is always answered `closed`
 Control endpoints (emulator only): `GET /_emulator/log` and `POST /_emulator/config` with JSON keys
 `closed` (ids), `updated` (ids, or {id: RFC 3339 change time}: answered only while the reported
 updatedAt is older), `tokens`, `cyclePeriod` (string or null), `rateLimit` ({"requests", "windowSeconds",
-"retryAfter"} or null), `failures` ({"status", "count", "retryAfter"?}), `clearLog` (bool).
+"retryAfter"} or null), `failures` ({"status", "count", "retryAfter"?}), `refused` (ids: a request
+holding one is answered 400 `InvalidAccountId`, as Atlassian may refuse an account), `oddAnswers` (ids
+answered `closed` in every 200/204 that did not ask about them), `clearLog` (bool).
+`GET /_emulator/log?since=N` returns the entries from the N-th on, and `total`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from gdpr_core import clock
 
@@ -82,6 +86,8 @@ class AtlassianEmulator:
         self.updated: dict[str, datetime | None] = {}
         self.cycle_period: str | None = None
         self.rate_limit: dict[str, float] | None = None
+        self.refused: set[str] = set()
+        self.odd_answers: list[str] = []
         self.configure(
             {
                 "tokens": list(tokens),
@@ -136,10 +142,15 @@ class AtlassianEmulator:
         with self._lock:
             return [dict(entry) for entry in self._log]
 
+    def requests_since(self, start: int) -> tuple[list[dict[str, Any]], int]:
+        with self._lock:
+            return [dict(entry) for entry in self._log[max(0, start) :]], len(self._log)
+
     # ---------------------------------------------------------------- configuration
     def configure(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Applies the keys present in `config`; ValueError on a bad value (nothing is applied then)."""
-        known = {"tokens", "closed", "updated", "cyclePeriod", "rateLimit", "failures", "clearLog"}
+        known = {"tokens", "closed", "updated", "cyclePeriod", "rateLimit", "failures", "clearLog", "refused",
+                 "oddAnswers"}
         unknown = set(config) - known
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
@@ -148,6 +159,10 @@ class AtlassianEmulator:
             changes["tokens"] = set(_strings(config["tokens"], "tokens"))
         if "closed" in config:
             changes["closed"] = set(_strings(config["closed"], "closed"))
+        if "refused" in config:
+            changes["refused"] = set(_strings(config["refused"], "refused"))
+        if "oddAnswers" in config:
+            changes["odd_answers"] = _strings(config["oddAnswers"], "oddAnswers")
         if "updated" in config:
             value = config["updated"]
             if isinstance(value, Mapping):
@@ -187,7 +202,7 @@ class AtlassianEmulator:
                 "retryAfter": value.get("retryAfter"),
             }
         with self._lock:
-            for key in ("tokens", "closed", "updated", "cycle_period", "rate_limit"):
+            for key in ("tokens", "closed", "updated", "cycle_period", "rate_limit", "refused", "odd_answers"):
                 if key in changes:
                     setattr(self, key, changes[key])
             if "failures" in changes:
@@ -205,6 +220,8 @@ class AtlassianEmulator:
             "cyclePeriod": self.cycle_period,
             "rateLimit": self.rate_limit,
             "failures": dict(self._failures),
+            "refused": sorted(self.refused),
+            "oddAnswers": list(self.odd_answers),
             "logged": len(self._log),
         }
 
@@ -243,11 +260,18 @@ class AtlassianEmulator:
         with self._lock:
             closed = self.closed | {CLOSED_TEST_ACCOUNT}
             updated = dict(self.updated)
+            refused = self.refused & {a for a, _ in accounts}
+            odd = list(self.odd_answers)
+        if refused:
+            body = json.dumps({"errorType": "InvalidAccountId", "errorMessage": "account id refused"}).encode()
+            return 400, answer_headers, body, ids
         for account_id, updated_at in accounts:
             if account_id in closed:
                 actions.append({"accountId": account_id, "status": "closed"})
             elif account_id in updated and (updated[account_id] is None or updated_at < updated[account_id]):
                 actions.append({"accountId": account_id, "status": "updated"})
+        asked = {a for a, _ in accounts}
+        actions += [{"accountId": a, "status": "closed"} for a in odd if a not in asked]
         if not actions:
             return 204, answer_headers, b"", ids
         answer_headers["Content-Type"] = "application/json"
@@ -359,8 +383,14 @@ def _make_handler(emulator: AtlassianEmulator) -> type[BaseHTTPRequestHandler]:
             self._answer(status, {"Content-Type": "application/json"}, json.dumps(payload).encode())
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-            if self.path.split("?")[0] == LOG_PATH:
-                self._json(200, {"requests": emulator.requests})
+            path, _, query = self.path.partition("?")
+            if path == LOG_PATH:
+                since = parse_qs(query).get("since", ["0"])[0]
+                if not since.isdigit():
+                    self._json(400, {"errorType": "InvalidQuery", "errorMessage": "since must be a count"})
+                    return
+                entries, total = emulator.requests_since(int(since))
+                self._json(200, {"requests": entries, "total": total})
             else:
                 self._json(404, {"message": "Not Found"})
 

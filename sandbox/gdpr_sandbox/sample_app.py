@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from gdpr_core.clock import parse_rfc3339
+from gdpr_core.ids import validate_account_id
 from gdpr_core.pseudonym import Pseudonymizer
-from gdpr_core.registry import Registry
+from gdpr_core.registry import AccountErased, Registry
 
 AVATAR_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                            "1f15c4890000000d4944415478da63f8ffff3f0005fe02fea7d6a4ae0000000049454e44ae426082")
@@ -25,6 +26,7 @@ class SeedResult:
     sites: set[str] = field(default_factory=set)
     comments: int = 0
     avatars: int = 0
+    refused: int = 0  # lines of accounts already erased as closed: the app must not store them again
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -40,6 +42,14 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
             for key in ("accountId", "site", "updatedAt", "profile"):
                 if key not in line:
                     raise ValueError(f"{path.name}:{number}: missing '{key}'")
+            for key in ("displayName", "email", "avatarUrl"):
+                if not isinstance(line["profile"], dict) or not isinstance(line["profile"].get(key), str):
+                    raise ValueError(f"{path.name}:{number}: profile needs a string '{key}'")
+            try:
+                validate_account_id(line["accountId"])
+                parse_rfc3339(line["updatedAt"])
+            except ValueError as exc:
+                raise ValueError(f"{path.name}:{number}: {exc}") from None
             lines.append(line)
     return lines
 
@@ -56,7 +66,11 @@ def seed(session: Any, env: dict[str, str], lines: Iterable[dict[str, Any]],
     for line in lines:
         account_id, site = line["accountId"], line["site"]
         retrieved = parse_rfc3339(line["updatedAt"])
-        registry.record(account_id, site, retrieved)
+        try:
+            registry.record(account_id, site, retrieved)
+        except AccountErased:
+            result.refused += 1
+            continue
         result.lines += 1
         result.accounts.add(account_id)
         result.sites.add(site)

@@ -83,7 +83,16 @@ class Sandbox:
             emulator.start()
             owned.append(emulator)
             atlassian_api_url = emulator.url
-        consenthub_api_url = consenthub_api_url or os.environ.get("CONSENTHUB_API_URL") or atlassian_api_url
+        consenthub_api_url = consenthub_api_url or os.environ.get("CONSENTHUB_API_URL")
+        consenthub = None
+        consenthub_credentials = {"email": "gdpr-sandbox@example.invalid", "apiToken": secrets.token_urlsafe(24)}
+        if not consenthub_api_url:
+            from .consenthub_emulator import ConsentHubEmulator
+
+            consenthub = ConsentHubEmulator(host="127.0.0.1", port=0, email=consenthub_credentials["email"],
+                                            api_token=consenthub_credentials["apiToken"]).start()
+            owned.append(consenthub)
+            consenthub_api_url = consenthub.url
 
         if paths.SAMPLE_APP_TEMPLATE.exists():
             deploy_sample_app(session, SAMPLE_STACK, {})
@@ -95,6 +104,9 @@ class Sandbox:
         signing = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         sm.put_secret_value(SecretId=deployment.secrets["ConsentHubSigningSecret"],
                             SecretString=json.dumps({"current": signing, "previous": ""}))
+        if consenthub:  # an external ConsentHub comes with credentials the operator puts in the secret
+            sm.put_secret_value(SecretId=deployment.secrets["ConsentHubApiSecret"],
+                                SecretString=json.dumps(consenthub_credentials))
 
         endpoints = {
             "aws_endpoint_url": endpoint,
@@ -103,12 +115,14 @@ class Sandbox:
             "emulator_url": emulator.url if emulator else None,
             "atlassian_api_url": atlassian_api_url,
             "consenthub_api_url": consenthub_api_url,
+            "consenthub_url": consenthub.url if consenthub else None,
             "webhook_signing_secret": signing,
             "stack_outputs": deployment.outputs,
             "pid": os.getpid(),
         }
         sandbox = cls(state_dir, endpoints, deployment, owned)
-        sandbox.http_api = HttpApi(sandbox.runtime, deployment.routes, port=http_port).start()
+        sandbox.http_api = HttpApi(sandbox.runtime, deployment.routes, port=http_port,
+                                   route_auth=deployment.route_auth).start()
         owned.append(sandbox.http_api)
         endpoints["webhook_base_url"] = sandbox.http_api.url
         endpoints["stack_outputs"]["ConsentWebhookUrl"] = sandbox.http_api.url + "/consenthub/events"

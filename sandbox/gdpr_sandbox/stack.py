@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 from samtranslator.translator.transform import transform
 
+from . import alarms as cw_alarms
 from . import cfn_yaml, paths
 
 CODE_BUCKET = "gdpr-sandbox-code"
@@ -51,6 +52,9 @@ class Deployment:
     routes: dict[str, str]  # "POST /consenthub/events" -> function logical id
     secrets: dict[str, str]  # logical id -> ARN
     resources: dict[str, str] = field(default_factory=dict)  # logical id -> physical id
+    route_auth: dict[str, str] = field(default_factory=dict)  # "POST /consent/lookup" -> "AWS_IAM"
+    # the template's queue-depth alarms, resolved (moto creates no alarms; see alarms.py)
+    alarms: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -189,6 +193,7 @@ def deploy(session: boto3.session.Session, stack_name: str, parameters: dict[str
 
     schedules = []
     routes: dict[str, str] = {}
+    route_auth: dict[str, str] = {}
     for logical_id, resource in resources.items():
         props = resource.get("Properties", {})
         if resource["Type"] == "AWS::Scheduler::Schedule":
@@ -202,10 +207,15 @@ def deploy(session: boto3.session.Session, stack_name: str, parameters: dict[str
                 "input": target.get("Input"),
             })
         elif resource["Type"] == "AWS::ApiGatewayV2::Api":
+            schemes = props.get("Body", {}).get("components", {}).get("securitySchemes", {})
             for path, methods in props.get("Body", {}).get("paths", {}).items():
                 for method, op in methods.items():
                     uri = op.get("x-amazon-apigateway-integration", {}).get("uri")
                     routes[f"{method.upper()} {path}"] = _logical_of_arn_ref(uri)
+                    for requirement in op.get("security", []):
+                        for name in requirement:  # SAM names the SigV4 scheme AWS_IAM
+                            if schemes.get(name, {}).get("x-amazon-apigateway-authtype") == "awsSigv4":
+                                route_auth[f"{method.upper()} {path}"] = "AWS_IAM"
     # The HTTP API is emulated by the sandbox (moto's CloudFormation skips AWS::ApiGatewayV2::*).
     cfn_template["Outputs"].pop("ConsentWebhookUrl", None)
 
@@ -254,4 +264,5 @@ def deploy(session: boto3.session.Session, stack_name: str, parameters: dict[str
 
     return Deployment(region=region, stack_name=stack_name, outputs=outputs, functions=functions,
                       event_sources=event_sources, schedules=schedules, routes=routes, secrets=secret_arns,
-                      resources=physical)
+                      resources=physical, route_auth=route_auth,
+                      alarms=cw_alarms.queue_depth_alarms(resources, param_values, physical))

@@ -92,8 +92,10 @@ def env(monkeypatch):
         monkeypatch.setenv("CONSENTHUB_SIGNING_SECRET_ARN", signing["ARN"])
         monkeypatch.setenv("PSEUDONYM_KEY_SECRET_ARN", pseudonym["ARN"])
         clock.install(clock.ManualClock(NOW))
+        handler.secret_refresh.reset()
         try:
-            yield SimpleNamespace(ddb=ddb, store=ConsentStore("consent", PSEUDONYMS, client=ddb))
+            yield SimpleNamespace(ddb=ddb, sm=sm, signing_arn=signing["ARN"],
+                                  store=ConsentStore("consent", PSEUDONYMS, client=ddb))
         finally:
             clock.install(clock.SystemClock())
             aws_adapter.reset()
@@ -322,13 +324,49 @@ def test_timestamp_skew_over_five_minutes_is_401(env, skew):
     assert all_items(env.ddb) == []
 
 
-def test_forged_signature_is_401_stores_nothing_and_costs_no_aws_call(env, monkeypatch):
+def test_forged_signatures_are_401_store_nothing_and_cost_at_most_one_secret_read(env, monkeypatch):
     deliver(updated(email=OTHER_EMAIL), "msg_warm")  # the signing secret is now cached
     calls = count_calls(monkeypatch)
     forged = "whsec_" + base64.b64encode(b"attacker-key-0123456789abcdefghi").decode()
     assert deliver(updated(), "msg_1", secret=forged) == (401, {"error": "bad_signature"})
-    assert calls == []
+    assert calls == ["GetSecretValue"]  # the one re-read that notices a rotation
+    for i in range(5):
+        assert deliver(updated(), f"msg_f{i}", secret=forged) == (401, {"error": "bad_signature"})
+    assert calls == ["GetSecretValue"]  # a flood of forgeries costs nothing more
+    # Headers that cannot be right are refused without even that read.
+    handler.secret_refresh.reset()
+    assert deliver(updated(), "msg_2", timestamp=int(NOW.timestamp()) - 3600)[0] == 401
+    assert calls == ["GetSecretValue"]
     assert history(env.ddb) == {}
+
+
+def test_a_rotated_signing_secret_is_honoured_despite_the_cache(env, monkeypatch):
+    ticks = iter(range(0, 10_000, 10))  # each refresh check sees 10 s more on the monotonic clock
+    monkeypatch.setattr(handler.secret_refresh, "monotonic", lambda: next(ticks))
+    assert deliver(updated(email=OTHER_EMAIL), "msg_warm")[0] == 200  # caches CURRENT/PREVIOUS
+    rotated = "whsec_" + base64.b64encode(b"rotated-signing-key-0123456789ab").decode()
+    env.sm.put_secret_value(
+        SecretId=env.signing_arn, SecretString=json.dumps({"current": rotated, "previous": CURRENT})
+    )
+    assert deliver(updated(), "msg_new", secret=rotated) == (200, {"outcome": "applied"})
+    later = "2026-11-30T10:16:00Z"
+    assert deliver(updated(email=OTHER_EMAIL, occurred=later), "msg_old", secret=CURRENT)[1]["outcome"] == "applied"
+    # PREVIOUS left the secret with the rotation: refused once the refreshed secrets are in use.
+    assert deliver(updated(), "msg_gone", secret=PREVIOUS) == (401, {"error": "bad_signature"})
+    assert "msg_gone" not in history(env.ddb)
+    # A forgery just used up the re-read; a rotation right after it is picked up once the interval passed.
+    monkeypatch.setattr(handler.secret_refresh, "monotonic", lambda: 10_000)
+    handler.secret_refresh.reset()
+    assert deliver(updated(), "msg_t1", secret=forged_secret()) == (401, {"error": "bad_signature"})
+    third = "whsec_" + base64.b64encode(b"third-signing-key-0123456789abcd").decode()
+    env.sm.put_secret_value(SecretId=env.signing_arn, SecretString=json.dumps({"current": third, "previous": rotated}))
+    assert deliver(updated(), "msg_t2", secret=third) == (401, {"error": "bad_signature"})
+    monkeypatch.setattr(handler.secret_refresh, "monotonic", lambda: 10_000 + handler.SECRET_REFRESH_INTERVAL_SECONDS)
+    assert deliver(updated(), "msg_t2", secret=third) == (200, {"outcome": "applied"})
+
+
+def forged_secret() -> str:
+    return "whsec_" + base64.b64encode(b"attacker-key-0123456789abcdefghi").decode()
 
 
 def test_oversize_body_is_413_before_anything_else(env, monkeypatch):
@@ -455,3 +493,75 @@ def count_calls(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counting)
     return calls
+
+
+# ---------------------------------------------------------------------------- fuzzing: never 5xx, never stored
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+_header_names = st.sampled_from(
+    ["content-type", "webhook-id", "webhook-timestamp", "webhook-signature", "x-other", "Content-Type"]
+)
+_header_values = st.one_of(
+    st.text(max_size=60),
+    st.sampled_from(["application/json", "v1,", "v1,AAAA v2,BBBB", str(int(NOW.timestamp())), "msg_1", ""]),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    headers=st.dictionaries(_header_names, _header_values, max_size=6),
+    body=st.one_of(st.binary(max_size=300), st.builds(lambda v: json.dumps(v).encode(), _json_values)),
+    as_base64=st.booleans(),
+)
+def test_fuzzed_unsigned_requests_are_refused_without_storing(env, headers, body, as_base64):
+    event = http_event("/consenthub/events", body, headers, base64_body=True)
+    if not as_base64:  # API Gateway may pass text bodies as they are; random text then is no base64
+        event["isBase64Encoded"] = False
+        event["body"] = body.decode("latin-1")
+    status, answer = call(event)
+    assert status in (400, 401, 413, 415), (status, answer)
+    assert isinstance(answer.get("error"), str)
+    assert all_items(env.ddb) == []
+
+
+def _mutated(draw_doc: dict, path: tuple, value) -> dict:
+    doc = copy.deepcopy(draw_doc)
+    node = doc
+    for part in path[:-1]:
+        node = node[part]
+    if value is _DROP:
+        node.pop(path[-1], None)
+    else:
+        node[path[-1]] = value
+    return doc
+
+
+_DROP = object()
+_PATHS = [("type",), ("occurredAt",), ("data",), ("data", "email"), ("data", "locale"), ("data", "consents"),
+          ("data", "accountId"), ("data", "formUrl"), ("data", "consents", 0, "key"),
+          ("data", "consents", 0, "granted"), ("data", "consents", 0, "displayedText")]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(_PATHS),
+    value=st.one_of(st.just(_DROP), _json_values),
+    kind=st.sampled_from(["updated", "erased"]),
+    webhook_id=st.text(min_size=1, max_size=40).filter(lambda s: "\n" not in s),
+)
+def test_fuzzed_signed_bodies_never_5xx_and_store_only_what_is_valid(env, path, value, kind, webhook_id):
+    base = updated() if kind == "updated" else erased()
+    try:
+        doc = _mutated(base, path, value)
+    except (KeyError, IndexError, TypeError):
+        doc = base
+    body = json.dumps(doc).encode()
+    before = all_items(env.ddb)
+    status, answer = call(http_event("/consenthub/events", body, signed_headers(webhook_id, body)))
+    assert status in (200, 400), (status, answer)
+    if status == 400:
+        assert answer["error"] in ("invalid_json", "unknown_type") or answer["error"].startswith("schema:")
+        assert all_items(env.ddb) == before

@@ -4,6 +4,7 @@ Atlassian emulator on 127.0.0.1."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import sys
@@ -294,3 +295,247 @@ def test_tables_come_from_the_template(stack):
     assert index["IndexName"] == "due-index"
     assert [k["AttributeName"] for k in index["KeySchema"]] == ["reportKey", "accountId"]
     assert NSHARDS == 256
+
+
+# ------------------------------------------------------------------ 400, credentials, odd answers, time
+def _state(stack):
+    return DynamoStateStore(stack["tables"]["StateTable"], client=boto3.client("dynamodb")).load()
+
+
+def _emf(captured: str) -> dict:
+    """The metric values of the EMF lines Powertools printed (the last tick's last)."""
+    values = {}
+    for line in captured.splitlines():
+        if '"_aws"' in line:
+            record = json.loads(line)
+            for metric in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                value = record[metric["Name"]]
+                values[metric["Name"]] = value[-1] if isinstance(value, list) else value
+    return values
+
+
+def test_handler_bisects_a_400_and_quarantines_only_the_refused_account(stack, handler, capsys):
+    from gdpr_core.reporting.status import reporter_status
+
+    registry, emulator = stack["registry"], stack["emulator"]
+    accounts = [f"5be24ad8{i:016x}" for i in range(200)]
+    for a in accounts:
+        registry.record(a, "site-a", T0 - timedelta(days=1))
+    bad = accounts[77]
+    emulator.configure({"refused": [bad]})
+    summary = tick(handler, T0)
+    assert summary["quarantined"] == 1 and summary["badRequests"] >= 1 and summary["stoppedBy"] is None
+    counts = Counter(reported(emulator))
+    assert set(counts) == set(accounts) - {bad} and set(counts.values()) == {1}
+    assert all(e["accounts"] <= 90 for e in emulator.requests)
+    item = registry.get(bad)
+    assert (item["status"], item["reportKey"], item["quarantineReason"]) == ("active", "quarantine", "InvalidAccountId")
+    assert registry.count_quarantined() == 1
+    state_item = boto3.client("dynamodb").get_item(
+        TableName=stack["tables"]["StateTable"], Key={"pk": {"S": "reporter"}}
+    )["Item"]
+    view = reporter_status(state_item, registry.count_quarantined(), now=T0)
+    assert view["quarantined"] == 1 and view["cycle"] == 1 and bad not in json.dumps(view)
+    metrics = _emf(capsys.readouterr().out)
+    assert metrics["AccountsQuarantined"] == 1 and metrics["AccountsReported"] == 199
+    # Quarantined accounts are never sent again, in this cycle or the next.
+    emulator.configure({"clearLog": True})
+    tick(handler, T0 + timedelta(days=7, hours=1))
+    assert bad not in reported(emulator, status_ok=(200, 204, 400))
+
+
+def test_handler_with_every_credential_refused_fails_after_saving_the_accounts_at_risk(
+    stack, handler, capsys, monkeypatch
+):
+    from gdpr_core.reporting.run import NoUsableCredential
+
+    registry, emulator = stack["registry"], stack["emulator"]
+    accounts = [f"5be24ad8{i:016x}" for i in range(120)]
+    for a in accounts:
+        registry.record(a, "site-a", T0 - timedelta(days=1))
+    emulator.configure({"tokens": ["some-other-token"]})
+    with pytest.raises(NoUsableCredential, match="90 accounts at risk") as raised:
+        tick(handler, T0)
+    out = capsys.readouterr().out
+    assert not any(a in str(raised.value) or a in out for a in accounts)
+    metrics = _emf(out)
+    assert metrics["AccountsAtRisk"] == 90 and metrics["AccountsReported"] == 0
+    assert "OldestOverdueSeconds" in metrics
+    state = _state(stack)
+    assert (state.at_risk, state.last_error) == (90, "no_credential")
+    assert {e["status"] for e in emulator.requests} == {401}  # both credentials tried, nothing else
+    assert registry.query_due("new", None, 500).accounts  # still due
+    emulator.configure({"tokens": [TOKEN], "clearLog": True})
+    summary = tick(handler, T0 + timedelta(minutes=15))
+    assert summary["atRisk"] == 0 and summary["accountsReported"] == 120
+    assert Counter(reported(emulator)) == Counter(accounts)
+    assert _emf(capsys.readouterr().out)["AccountsAtRisk"] == 0
+
+
+def test_handler_ignores_answers_about_accounts_it_did_not_ask_about(stack, handler):
+    registry, emulator = stack["registry"], stack["emulator"]
+    registry.record("asked-1", "site-a", T0)
+    registry.record("held-but-not-asked", "site-a", T0)
+    registry.mark_reported_first("held-but-not-asked", report_key_for("held-but-not-asked"), 1)
+    emulator.configure({"oddAnswers": ["held-but-not-asked", "stranger-9"]})
+    summary = tick(handler, T0)
+    assert summary["accountsReported"] == 1 and summary["closed"] == 0 and summary["ignoredAnswers"] == 2
+    assert registry.get("held-but-not-asked")["status"] == "active"
+    assert drain(stack["queues"]["ActionsQueue"]) == []
+
+
+class ShortContext(FakeContext):
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
+
+
+def test_handler_keeps_a_safety_margin_before_the_lambda_timeout(stack, handler):
+    from gdpr_core.reporting.run import RunPolicy
+
+    margin = inspect.unwrap(handler).__globals__["SAFETY_MARGIN_SECONDS"] + RunPolicy().min_seconds_per_request
+    assert margin == 50.0
+    stack["registry"].record("acc-1", "site-a", T0)
+    event = {"source": "gdpr.scheduler", "action": "tick", "now": clock.format_rfc3339(T0)}
+    summary = handler(event, ShortContext(margin - 1))
+    assert summary["stoppedBy"] == "time_budget" and summary["requests"] == 0
+    assert stack["emulator"].requests == []
+    assert _state(stack).last_error == "time_budget"
+    summary = handler(event, ShortContext(margin + 1))
+    assert summary["stoppedBy"] is None and summary["accountsReported"] == 1
+
+
+# ------------------------------------------------------------------ crashes with the real adapters
+class Crash(BaseException):
+    """The Lambda dying: no `except Exception` in the run sees it, so nothing more is written."""
+
+
+class CrashAfter:
+    """Proxies an adapter; the k-th effectful call (shared counter) raises Crash after it took effect."""
+
+    def __init__(self, target, counter, names):
+        self._target, self._counter, self._names = target, counter, names
+
+    def __getattr__(self, name):
+        attr = getattr(self._target, name)
+        if name not in self._names:
+            return attr
+
+        def call(*args, **kwargs):
+            result = attr(*args, **kwargs)
+            self._counter["n"] += 1
+            self._counter["log"].append(name)
+            if self._counter["n"] == self._counter["k"]:
+                raise Crash(name)
+            return result
+
+        return call
+
+
+def _direct_run(stack, now, counter=None):
+    from gdpr_core.reporting.contract import ReportClient
+    from gdpr_core.reporting.run import ReportingRun, SqsActionSender
+
+    ddb = boto3.client("dynamodb")
+    parts = {
+        "registry": stack["registry"],
+        "state_store": DynamoStateStore(stack["tables"]["StateTable"], client=ddb),
+        "sender": SqsActionSender(stack["queues"]["ActionsQueue"], client=boto3.client("sqs")),
+        "client": ReportClient(stack["emulator"].url),
+    }
+    if counter is not None:
+        effectful = {"save", "send", "report", "mark_erasing", "mark_reported_first", "quarantine"}
+        parts = {k: CrashAfter(v, counter, effectful) for k, v in parts.items()}
+    return ReportingRun(
+        **parts,
+        credentials=[{"id": "default", "type": "oauth3lo", "token": TOKEN}],
+        now=lambda: now,
+        sleep=lambda s: None,
+        remaining_seconds=lambda: 600.0,
+    ).run()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_a_crash_after_the_kth_call_loses_nothing_on_moto(stack, k):
+    registry, emulator = stack["registry"], stack["emulator"]
+    accounts = [f"5be24ad8{i:016x}" for i in range(150)]
+    for a in accounts:
+        registry.record(a, "site-a", T0 - timedelta(days=1))
+    closed = {accounts[5], accounts[100]}
+    emulator.configure({"closed": sorted(closed), "updated": [accounts[6]]})
+    counter = {"n": 0, "k": k, "log": []}
+    with pytest.raises(Crash):
+        _direct_run(stack, T0, counter)
+    may_repeat = set(emulator.requests[-1]["accountIds"]) if counter["log"][-1] == "report" else set()
+    summary = _direct_run(stack, T0 + timedelta(minutes=15))
+    assert summary["stoppedBy"] is None and summary["complete"] is True
+    counts = Counter(reported(emulator))
+    assert set(counts) == set(accounts)
+    assert {a for a, n in counts.items() if n > 1} <= may_repeat
+    for a in closed:
+        item = registry.get(a)
+        assert item["status"] == "erasing" and "reportKey" not in item
+    messages = drain(stack["queues"]["ActionsQueue"])
+    assert {m["accountId"] for m in messages if m["action"] == "erase"} == closed
+    assert {m["accountId"] for m in messages if m["action"] == "refresh"} == {accounts[6]}
+    for a in set(accounts) - closed:
+        assert registry.get(a)["reportKey"] == report_key_for(a)
+    assert _state(stack).pending is None
+
+
+# ------------------------------------------------------------------ measured: writes per account
+def test_steady_state_costs_one_state_write_per_request(stack):
+    """A whole steady-state cycle on moto, counting DynamoDB writes at the client (botocore hook)."""
+    from gdpr_core.reporting.contract import ReportClient
+    from gdpr_core.reporting.run import ReportingRun, SqsActionSender
+
+    writes = Counter()
+
+    def count(event_name, **_):
+        writes[event_name.rsplit(".", 1)[-1]] += 1
+
+    ddb = boto3.client("dynamodb")
+    for operation in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"):
+        ddb.meta.events.register(f"before-call.dynamodb.{operation}", count)
+    n = 2000
+    accounts = [f"5be24ad8{i:016x}" for i in range(n)]
+    table = stack["tables"]["AccountsTable"]
+    for start in range(0, n, 25):  # already reported once: steady state, keys in their shards
+        ddb.batch_write_item(RequestItems={table: [{"PutRequest": {"Item": {
+            "accountId": {"S": a}, "sites": {"SS": ["site-a"]}, "status": {"S": "active"},
+            "updatedAt": {"S": "2026-01-01T00:00:00.000Z"}, "reportKey": {"S": report_key_for(a)},
+        }}} for a in accounts[start:start + 25]]})
+    registry = Registry(table, Pseudonymizer(PSEUDONYM_KEY), client=ddb)
+    state_store = DynamoStateStore(stack["tables"]["StateTable"], client=ddb)
+    sender = SqsActionSender(stack["queues"]["ActionsQueue"], client=boto3.client("sqs"))
+    client = ReportClient(stack["emulator"].url)
+    credentials = [{"id": "default", "type": "oauth3lo", "token": TOKEN}]
+
+    def run_ticks(start, end, step=timedelta(hours=1)):
+        now = start
+        while now < end:
+            ReportingRun(registry=registry, state_store=state_store, sender=sender, client=client,
+                         credentials=credentials, now=lambda now=now: now, sleep=lambda s: None,
+                         remaining_seconds=lambda: 600.0).run()
+            now += step
+
+    from gdpr_core.reporting.planner import CycleState
+
+    done = CycleState.initial(T0, timedelta(days=7))  # cycle 1 finished: the next tick rolls over
+    done.shard = NSHARDS
+    state_store.save(done)
+    writes.clear()
+    run_ticks(T0 + timedelta(days=7), T0 + timedelta(days=14), step=timedelta(hours=2))  # cycle 2
+    last = T0 + timedelta(days=14) - timedelta(seconds=1)  # its last shard is due, the next cycle not yet
+    run_ticks(last, last + timedelta(seconds=1))
+    answered = [e for e in stack["emulator"].requests if e["status"] in (200, 204)]
+    reported_accounts = sum(e["accounts"] for e in answered)
+    total = sum(writes.values())
+    print(f"\nsteady state: {n} accounts, {len(answered)} requests/cycle, {total} DynamoDB writes "
+          f"({dict(writes)}), {total / reported_accounts:.4f} writes per reported account")
+    assert reported_accounts == n and len(answered) == math.ceil(n / 90)
+    # One checkpoint per request, plus the cycle's rollover and its end: (ceil(n/90) + 2) / n, which
+    # tends to 1/90 = 0.0111 per account. No registry write at all: the schedule is derived.
+    assert writes == Counter({"PutItem": len(answered) + 2})

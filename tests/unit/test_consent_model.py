@@ -133,3 +133,12 @@ def test_webhook_id_must_be_a_bounded_visible_token(webhook_id):
 )  # fmt: skip
 def test_requires_opt_in(locale, expected):
     assert requires_opt_in(locale) is expected
+
+
+def test_deeply_nested_json_is_a_bad_request_not_a_crash():
+    # Regression: ~10,000 nested arrays (20 KB, under the 64 KiB limit) raised RecursionError,
+    # which the handler answered 500, so the sender would have retried it for days.
+    body = b'{"type":' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    with pytest.raises(ValidationError) as error:
+        parse_event(body, "msg_deep")
+    assert error.value.reason == "invalid_json"

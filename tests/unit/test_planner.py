@@ -16,10 +16,13 @@ from gdpr_core.reporting.planner import (
     Batcher,
     Candidate,
     CycleState,
+    PendingAnswer,
     can_roll_over,
     cursor_after,
+    describe,
     due_shard_limit,
     note_cycle_period,
+    oldest_overdue_seconds,
     report_key_for,
     report_key_for_shard,
     roll_over,
@@ -166,3 +169,50 @@ def test_batcher_knows_when_new_accounts_wait():
 def test_cursor_moves_to_the_last_walked_account_of_a_batch():
     assert cursor_after([cand(1, None), cand(2, 4), cand(3, 5)], 0, None) == (5, "acc-00003")
     assert cursor_after([cand(1, None)], 7, "acc-x") == (7, "acc-x")
+
+
+def test_pending_answer_at_risk_and_retry_round_trip_through_the_item():
+    s = state(
+        shard=40,
+        at_risk=90,
+        retry_not_before=T0 + timedelta(hours=1),
+        pending=PendingAnswer(3, "2026-01-05T09:17:00.000Z", closed=("a-1",), updated=("a-2",), new=("a-3", "a-4")),
+    )
+    item = s.to_item()
+    assert item["pendingClosed"] == {"SS": ["a-1"]} and item["pendingNew"] == {"SS": ["a-3", "a-4"]}
+    assert CycleState.from_item(item) == s
+    s.pending = PendingAnswer(3, "2026-01-05T09:17:00.000Z")  # nothing to act on: not written at all
+    assert not any(k.startswith("pending") and k != "pendingCycleLengthSeconds" for k in s.to_item())
+
+
+def test_oldest_overdue_is_the_age_of_the_cursors_shard():
+    s = state()
+    assert oldest_overdue_seconds(s, T0 - timedelta(hours=1)) == 0
+    assert oldest_overdue_seconds(s, T0 + timedelta(hours=2)) == 7200
+    s.shard = 128  # half way: shard 128 starts 3.5 days in
+    assert oldest_overdue_seconds(s, T0 + timedelta(days=3)) == 0
+    assert oldest_overdue_seconds(s, T0 + timedelta(days=4)) == 12 * 3600
+    s.shard = NSHARDS  # the cycle is done: nothing is due before the next one starts
+    assert oldest_overdue_seconds(s, T0 + WEEK - timedelta(seconds=1)) == 0
+    assert oldest_overdue_seconds(s, T0 + WEEK + timedelta(hours=1)) == 3600
+
+
+def test_describe_gives_counts_and_never_account_ids():
+    s = state(
+        shard=64,
+        last_account_id="acc-secret",
+        reported_in_cycle=2500,
+        at_risk=3,
+        last_error="no_credential",
+        last_tick_at=T0 + timedelta(days=2),
+        pending=PendingAnswer(1, "x", closed=("acc-closed",), new=("acc-new",)),
+    )
+    note_cycle_period(s, timedelta(days=14), "Cycle-Period P14D")
+    view = describe(s, T0 + timedelta(days=2))
+    assert view["cycle"] == 1 and view["cycleLengthSeconds"] == WEEK.total_seconds()
+    assert view["cycleSource"] == "default" and view["pendingCycleLengthSeconds"] == 14 * 86400
+    assert view["position"] == {"shard": 64, "shards": 256, "cycleFraction": 0.25, "accountsReportedInCycle": 2500}
+    assert view["oldestOverdueSeconds"] == 86400 * 2 - 86400 * 7 / 4
+    assert view["dueShardsNow"] == due_shard_limit(s, T0 + timedelta(days=2)) + 1 - 64
+    assert view["atRisk"] == 3 and view["answerBeingApplied"] == 2 and view["lastError"] == "no_credential"
+    assert "acc-" not in repr(view)

@@ -28,6 +28,10 @@ class Pseudonymizer:
     def email(self, email: str) -> str:
         return self._hash("email", normalise_email(email))
 
+    def site(self, site: str) -> str:
+        """Sites name customer organisations, yet a personal site can name a person: hash them too."""
+        return self._hash("site", site)  # verbatim: stores match site ids exactly
+
 
 def normalise_email(email: str) -> str:
     """Emails compare case-insensitively after trimming (spec/consent.md)."""

@@ -14,7 +14,7 @@ from typing import Any
 from . import clock
 from .ids import validate_account_id
 from .pseudonym import Pseudonymizer
-from .reporting.planner import NEW_KEY
+from .reporting.planner import NEW_KEY, QUARANTINE_KEY
 
 DUE_INDEX = "due-index"
 STATUS_ACTIVE = "active"
@@ -195,6 +195,40 @@ class Registry:
             raise
         return True
 
+    def quarantine(self, account_id: str, from_key: str, reason: str, cycle: int) -> bool:
+        """Moves an account Atlassian refused on its own out of the walk into the sparse `quarantine` key.
+
+        It stays `active` (its PD is still held and must be dealt with by an operator); `reason` is
+        Atlassian's errorType, never a message that could echo the id. False if the account had moved.
+        """
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"accountId": {"S": account_id}},
+                ConditionExpression="#status = :active AND reportKey = :from",
+                UpdateExpression=(
+                    "SET reportKey = :quarantine, quarantineReason = :reason, quarantinedAt = :now, "
+                    "quarantinedFrom = :from, quarantineCycle = :cycle"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":active": {"S": STATUS_ACTIVE},
+                    ":from": {"S": from_key},
+                    ":quarantine": {"S": QUARANTINE_KEY},
+                    ":reason": {"S": reason},
+                    ":now": {"S": clock.format_rfc3339(clock.now())},
+                    ":cycle": {"N": str(cycle)},
+                },
+            )
+        except Exception as error:
+            if self._conditional_failed(error):
+                return False
+            raise
+        return True
+
+    def count_quarantined(self) -> int:
+        return count_quarantined(self.client, self.table_name)
+
     def get(self, account_id: str) -> dict[str, Any] | None:
         """The item as plain Python values (sets as sorted lists), or None."""
         answer = self.client.get_item(
@@ -202,6 +236,26 @@ class Registry:
         )
         item = answer.get("Item")
         return {k: _plain(v) for k, v in item.items()} if item else None
+
+
+def count_quarantined(client: Any, table_name: str) -> int:
+    """Accounts under the `quarantine` key (a COUNT query on the sparse index, never a Scan)."""
+    total, start = 0, None
+    while True:
+        kwargs: dict[str, Any] = {
+            "TableName": table_name,
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "reportKey = :key",
+            "ExpressionAttributeValues": {":key": {"S": QUARANTINE_KEY}},
+            "Select": "COUNT",
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        answer = client.query(**kwargs)
+        total += answer.get("Count", 0)
+        start = answer.get("LastEvaluatedKey")
+        if not start:
+            return total
 
 
 def _plain(value: dict[str, Any]) -> Any:

@@ -144,7 +144,7 @@ def parse_event(body: bytes | str, webhook_id: str) -> ConsentEvent:
         raise ValidationError("schema:webhook-id")
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting fits in 64 KiB too
         raise ValidationError("invalid_json") from None
     if not isinstance(doc, dict):
         raise ValidationError("schema:body")

@@ -8,6 +8,10 @@ Items, all keyed by `pk = "subject#" + Pseudonymizer.email(email)` (no raw email
 - `sk = "delivery#<webhook-id>"`: one per delivery id, written first with outcome `pending`, then the
   latest state is changed, then the outcome is recorded. A crash in between leaves `pending`, and a
   redelivery redoes the (idempotent, version-conditioned) state change, so it converges.
+- `sk = "push#<push-id>"`: one per consent the vendor captured and pushed to ConsentHub, with the
+  displayed text (the proof), the attempts and the outcome (`pending`, `accepted`, `rejected`,
+  `superseded` when an erasure newer than the capture came first). Erasures strip and delete these
+  exactly like delivery history.
 
 Ordering lives in the conditions: a consent key only moves to a greater version and never to one at
 or below `erasedVersion`, so racing deliveries cannot both win and an old update cannot resurrect
@@ -34,6 +38,11 @@ PENDING = "pending"
 
 LATEST = "latest"
 DELIVERY_PREFIX = "delivery#"
+PUSH_PREFIX = "push#"
+HISTORY_PREFIXES = (DELIVERY_PREFIX, PUSH_PREFIX)
+PUSH_ACCEPTED = "accepted"
+PUSH_REJECTED = "rejected"
+PUSH_SUPERSEDED = "superseded"
 KEY_PREFIX = "c_"
 ACCOUNT_INDEX = "account-index"
 # Personal payload a history item may carry; erasure strips it from older deliveries.
@@ -224,6 +233,72 @@ class ConsentStore:
             if not _is_conditional_failure(error):
                 raise
 
+    # ------------------------------------------------------------------ pushes to ConsentHub
+    def erased_after(self, email: str, version: str) -> bool:
+        """True when an erasure (or account closure) newer than `version` is recorded for the email."""
+        return self._get(self.subject_key(email), LATEST).get("erasedVersion", "") > version
+
+    def begin_push(self, request: Any, message_id: str, account_ref: str | None) -> dict[str, Any] | None:
+        """Records one attempt of a capture (with its displayed text); returns None to go ahead, or
+        the push item when there is nothing to post: already accepted, or rejected for this very
+        SQS message (its redeliveries only walk it to the DLQ; a replayed message gets a new try)."""
+        pk = self.subject_key(request.email)
+        payload = {
+            "type": "push",
+            "version": request.version,
+            "capturedAt": clock.format_rfc3339(request.captured_at),
+            "consents": [{"key": c["key"], "granted": c["granted"]} for c in request.consents],
+            "displayedText": {c["key"]: c["displayedText"] for c in request.consents},
+            "locale": request.locale,
+            "formUrl": request.form_url,
+            "accountRef": account_ref,
+        }
+        payload = {k: v for k, v in payload.items() if v is not None}
+        names = {f"#p{i}": k for i, k in enumerate(payload)}
+        values = {f":p{i}": _ser.serialize(v) for i, v in enumerate(payload.values())}
+        sets = [f"#p{i} = if_not_exists(#p{i}, :p{i})" for i in range(len(payload))]
+        names.update({"#o": "outcome", "#m": "rejectedMessage"})
+        values.update(_to_ddb({":pending": PENDING, ":acc": PUSH_ACCEPTED, ":rej": PUSH_REJECTED,
+                               ":mid": message_id, ":t": clock.format_rfc3339(clock.now())}))
+        values[":one"] = {"N": "1"}
+        try:
+            self.client.update_item(
+                TableName=self._table,
+                Key=_to_ddb({"pk": pk, "sk": PUSH_PREFIX + request.push_id}),
+                UpdateExpression="SET " + ", ".join([*sets, "#o = :pending", "lastAttemptAt = :t"])
+                + " ADD attempts :one",
+                ConditionExpression="attribute_not_exists(#o) OR (#o <> :acc AND NOT (#o = :rej AND #m = :mid))",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return None
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            old = error.response.get("Item")
+            return _from_ddb(old) if old else self._get(pk, PUSH_PREFIX + request.push_id)
+
+    def finish_push(self, request: Any, outcome: str, message_id: str, status: int | str | None = None) -> None:
+        """Records how an attempt ended: `accepted`, `rejected`, `pending` (will retry) or `superseded`."""
+        values: dict[str, Any] = {":o": outcome, ":t": clock.format_rfc3339(clock.now()), ":mid": message_id}
+        update = "SET outcome = :o, decidedAt = :t"
+        if status is not None:
+            update += ", lastStatus = :s"
+            values[":s"] = str(status)
+        if outcome == PUSH_REJECTED:
+            update += ", rejectedMessage = :mid"
+        else:
+            del values[":mid"]
+        item = {"pk": self.subject_key(request.email), "sk": PUSH_PREFIX + request.push_id}
+        if outcome == PUSH_SUPERSEDED:
+            # Nothing personal is kept for a capture an erasure overtook; the id and version stay.
+            values[":v"] = request.version
+            update += ", #ver = :v"
+        self.client.update_item(TableName=self._table, Key=_to_ddb(item), UpdateExpression=update,
+                                ExpressionAttributeValues=_to_ddb(values),
+                                **({"ExpressionAttributeNames": {"#ver": "version"}} if ":v" in values else {}))
+
     # ------------------------------------------------------------------ lookup
     def lookup(self, email: str) -> dict[str, dict[str, Any]]:
         """Current state per consent key: granted, occurredAt, locale, requiresOptIn."""
@@ -250,6 +325,13 @@ class ConsentStore:
                     {k: v for k, v in item.items() if k != "pk"}
                     for item in self._history(
                         pk, "pk, sk, outcome, occurredAt, receivedAt, consents, " + ", ".join(HISTORY_PAYLOAD)
+                    )
+                ],
+                "pushes": [
+                    {k: v for k, v in item.items() if k != "pk"}
+                    for item in self._history(
+                        pk, "pk, sk, outcome, capturedAt, attempts, consents, " + ", ".join(HISTORY_PAYLOAD),
+                        PUSH_PREFIX,
                     )
                 ],
             })
@@ -327,11 +409,11 @@ class ConsentStore:
                 return False
             raise
 
-    def _history(self, pk: str, projection: str) -> Iterator[dict[str, Any]]:
+    def _history(self, pk: str, projection: str, prefix: str = DELIVERY_PREFIX) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": _to_ddb({":pk": pk, ":prefix": DELIVERY_PREFIX}),
+            "ExpressionAttributeValues": _to_ddb({":pk": pk, ":prefix": prefix}),
             "ProjectionExpression": projection,
             "ConsistentRead": True,
         }
@@ -345,7 +427,8 @@ class ConsentStore:
 
     def _strip_history(self, pk: str, erased_version: str) -> None:
         projection = "pk, sk, version, " + ", ".join(HISTORY_PAYLOAD)
-        for item in self._history(pk, projection):
+        items = (item for prefix in HISTORY_PREFIXES for item in self._history(pk, projection, prefix))
+        for item in items:
             if item.get("version", "") >= erased_version or not any(k in item for k in HISTORY_PAYLOAD):
                 continue
             try:
@@ -360,7 +443,11 @@ class ConsentStore:
                     raise
 
     def _delete_history(self, pk: str) -> None:
-        keys = [{"pk": pk, "sk": item["sk"]} for item in self._history(pk, "pk, sk")]
+        keys = [
+            {"pk": pk, "sk": item["sk"]}
+            for prefix in HISTORY_PREFIXES
+            for item in self._history(pk, "pk, sk", prefix)
+        ]
         for start in range(0, len(keys), 25):
             requests = [{"DeleteRequest": {"Key": _to_ddb(k)}} for k in keys[start : start + 25]]
             pending: dict[str, Any] = {self._table: requests}

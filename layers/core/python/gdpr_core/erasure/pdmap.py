@@ -35,9 +35,20 @@ ALLOWED_ACTIONS = {
     REGISTRY: {"closed": {TOMBSTONE}, "updated": {DELETE_ITEMS}},
 }
 ACCOUNT_PLACEHOLDER = "{accountId}"
-_COMMON = {"name", "kind", "description", "purpose", "personalAttributes", "closed", "updated", "export"}
+SITE_PLACEHOLDER = "{site}"
+REMOVE_SITE = "removeSite"
+# What uninstalling the app from one site does in each kind of store (optional, see _uninstall_policy).
+UNINSTALL_ACTIONS = {
+    DYNAMODB: {REMOVE_SITE, DELETE_ITEMS, SCRUB, NONE},
+    S3: {DELETE_OBJECTS, NONE},
+    HOOK: {RUN_HOOK, NONE},
+    REGISTRY: {REMOVE_SITE},
+}
+MAX_AGE_DAYS_LIMIT = 3650
+_COMMON = {"name", "kind", "description", "purpose", "personalAttributes", "closed", "updated", "export",
+           "uninstall"}
 _FIELDS = {
-    DYNAMODB: _COMMON | {"resourceEnv", "key", "sortKey", "index", "indexKey"},
+    DYNAMODB: _COMMON | {"resourceEnv", "key", "sortKey", "index", "indexKey", "maxAgeDays", "ageAttribute"},
     REGISTRY: _COMMON | {"resourceEnv", "key"},
     S3: _COMMON | {"resourceEnv", "prefixTemplate", "versions"},
     HOOK: _COMMON,
@@ -54,6 +65,8 @@ class Policy:
     remove: tuple[str, ...] = ()
     set: Mapping[str, Any] = field(default_factory=dict)
     hook: str | None = None
+    site_attribute: str | None = None  # uninstall: the attribute naming the item's site(s)
+    key_template: str | None = None  # uninstall (S3): the one object key of an account on a site
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,13 @@ class Store:
     export_hook: str | None = None
     description: str = ""
     purpose: str = ""
+    uninstall: Policy | None = None  # None: the map predates uninstall (see PersonalDataMap.require_uninstall)
+    max_age_days: int | None = None  # retention: copies older than this are purged
+    age_attribute: str | None = None  # retention: RFC 3339 retrieval time of the copy
+
+    def site_key(self, account_id: str, site: str) -> str:
+        template = (self.uninstall.key_template if self.uninstall else None) or ""
+        return template.replace(ACCOUNT_PLACEHOLDER, account_id).replace(SITE_PLACEHOLDER, site)
 
     def policy(self, reason: str) -> Policy:
         if reason not in ("closed", "updated"):
@@ -116,6 +136,14 @@ class PersonalDataMap:
             resolved[store.name] = value
         return resolved
 
+    def require_uninstall(self) -> None:
+        """Uninstall runs only on a map that says what it does in every store (fail closed)."""
+        missing = [s.name for s in self.stores if s.uninstall is None]
+        if missing:
+            raise PersonalDataMapError(
+                f"personal-data map: stores {missing} have no 'uninstall' policy; uninstall cannot run"
+            )
+
     def records_of_processing(self) -> list[dict[str, Any]]:
         """The records-of-processing list (GDPR art. 30) as the map describes it."""
         return [
@@ -127,6 +155,8 @@ class PersonalDataMap:
                 "personalAttributes": list(s.personal_attributes),
                 "onClosed": s.closed.action,
                 "onUpdated": s.updated.action,
+                "onUninstall": s.uninstall.action if s.uninstall else None,
+                "maxAgeDays": s.max_age_days,
             }
             for s in self.stores
         ]
@@ -162,40 +192,128 @@ def _policy(
     reason: str,
     key_attrs: tuple[str, ...],
     personal: tuple[str, ...],
+    field_name: str | None = None,
 ) -> Policy:
-    value = raw.get(reason)
+    label = field_name or reason  # "uninstall" reuses the closed rules under its own name
+    value = raw.get(label)
     if not isinstance(value, dict):
-        raise _fail(store, reason, "must be an object with an 'action'")
+        raise _fail(store, label, "must be an object with an 'action'")
     action = value.get("action")
     allowed = ALLOWED_ACTIONS[kind][reason]
     if action not in allowed:
-        raise _fail(store, f"{reason}.action", f"must be one of {sorted(allowed)} for kind '{kind}'")
+        raise _fail(store, f"{label}.action", f"must be one of {sorted(allowed)} for kind '{kind}'")
     extra = set(value) - {"action", "remove", "set", "hook"}
     if extra:
-        raise _fail(store, reason, f"has unknown fields {sorted(extra)}")
+        raise _fail(store, label, f"has unknown fields {sorted(extra)}")
     if action == SCRUB:
-        remove = _str_list(value.get("remove", []), store, f"{reason}.remove", allow_empty=True)
+        remove = _str_list(value.get("remove", []), store, f"{label}.remove", allow_empty=True)
         to_set = value.get("set", {})
         if not isinstance(to_set, dict) or not all(isinstance(v, str | int | float) for v in to_set.values()):
-            raise _fail(store, f"{reason}.set", "must map attribute names to neutral scalar values")
+            raise _fail(store, f"{label}.set", "must map attribute names to neutral scalar values")
         if not remove and not to_set:
-            raise _fail(store, reason, "scrub needs 'remove' or 'set'")
+            raise _fail(store, label, "scrub needs 'remove' or 'set'")
         touched = set(remove) | set(to_set)
         if touched & set(key_attrs):
-            raise _fail(store, reason, "scrub cannot change the table key; use deleteItems")
+            raise _fail(store, label, "scrub cannot change the table key; use deleteItems")
         if set(remove) & set(to_set):
-            raise _fail(store, reason, "an attribute cannot be both removed and set")
+            raise _fail(store, label, "an attribute cannot be both removed and set")
         if reason == "closed":
             left = [a for a in personal if a not in touched]
             if left:
-                # A closed account must keep nothing personal: every personal attribute goes.
-                raise _fail(store, "closed", f"scrub leaves personal attributes {left}")
+                # A closed account (or an uninstalled site) must keep nothing personal there.
+                raise _fail(store, label, f"scrub leaves personal attributes {left}")
         return Policy(SCRUB, remove=remove, set=dict(to_set))
     if set(value) - {"action", "hook"} or ("hook" in value and action != RUN_HOOK):
         raise _fail(store, reason, f"action '{action}' takes no other fields")
     if action == RUN_HOOK:
         return Policy(RUN_HOOK, hook=_str(value, store, "hook"))
     return Policy(action)
+
+
+def _uninstall_policy(
+    raw: Mapping[str, Any],
+    store: str,
+    kind: str,
+    key_attrs: tuple[str, ...],
+    personal: tuple[str, ...],
+    prefix_template: str | None,
+) -> Policy | None:
+    """What uninstalling the app from one site does here; None when the store does not say (old maps)."""
+    if "uninstall" not in raw:
+        return None
+    value = raw["uninstall"]
+    if not isinstance(value, dict):
+        raise _fail(store, "uninstall", "must be an object with an 'action'")
+    action = value.get("action")
+    allowed = UNINSTALL_ACTIONS[kind]
+    if action not in allowed:
+        raise _fail(store, "uninstall.action", f"must be one of {sorted(allowed)} for kind '{kind}'")
+    fields = {"action"}
+    if kind == DYNAMODB and action != NONE:
+        fields |= {"siteAttribute"} | ({"remove", "set"} if action == SCRUB else set())
+    elif kind == S3 and action == DELETE_OBJECTS:
+        fields |= {"keyTemplate"}
+    elif action == RUN_HOOK:
+        fields |= {"hook"}
+    extra = set(value) - fields
+    if extra:
+        raise _fail(store, "uninstall", f"has unknown fields {sorted(extra)} for action '{action}'")
+    if action == NONE:
+        return Policy(NONE)
+    if action == RUN_HOOK:
+        return Policy(RUN_HOOK, hook=_hook_name(value, store))
+    if kind == REGISTRY:
+        return Policy(REMOVE_SITE, site_attribute="sites")  # the registry's own schema
+    if kind == S3:
+        template = value.get("keyTemplate")
+        if not isinstance(template, str) or not template.strip():
+            raise _fail(store, "uninstall.keyTemplate", "must be a non-empty string")
+        if template.count(ACCOUNT_PLACEHOLDER) != 1 or template.count(SITE_PLACEHOLDER) != 1:
+            raise _fail(store, "uninstall.keyTemplate", "must contain '{accountId}' and '{site}' exactly once each")
+        if "{" in template.replace(ACCOUNT_PLACEHOLDER, "").replace(SITE_PLACEHOLDER, ""):
+            raise _fail(store, "uninstall.keyTemplate", "may use no placeholder but {accountId} and {site}")
+        head = (prefix_template or "").split(ACCOUNT_PLACEHOLDER)[0]
+        if not template.startswith(head + ACCOUNT_PLACEHOLDER + "/"):
+            # Inside the account's prefix, so a later closed erasure covers what uninstall leaves.
+            raise _fail(store, "uninstall.keyTemplate", "must lie under prefixTemplate ('{accountId}/...')")
+        return Policy(DELETE_OBJECTS, key_template=template)
+    site_attribute = value.get("siteAttribute")
+    if not isinstance(site_attribute, str) or not site_attribute.strip():
+        raise _fail(store, "uninstall.siteAttribute", "must be a non-empty string")
+    if site_attribute in key_attrs:
+        raise _fail(store, "uninstall.siteAttribute", "cannot be part of the table key")
+    if action == SCRUB:
+        scrub = _policy({"uninstall": {k: v for k, v in value.items() if k != "siteAttribute"}},
+                        store, DYNAMODB, "closed", key_attrs,
+                        tuple(a for a in personal if a != site_attribute), field_name="uninstall")
+        if site_attribute in set(scrub.remove) | set(scrub.set):
+            raise _fail(store, "uninstall", "scrub must not change siteAttribute (it finds the site's items)")
+        return Policy(SCRUB, remove=scrub.remove, set=scrub.set, site_attribute=site_attribute)
+    return Policy(action, site_attribute=site_attribute)
+
+
+def _hook_name(value: Mapping[str, Any], store: str) -> str:
+    hook = value.get("hook")
+    if not isinstance(hook, str) or not hook.strip():
+        raise _fail(store, "uninstall.hook", "must be a non-empty string")
+    return hook
+
+
+def _retention(raw: Mapping[str, Any], store: str, kind: str, key_attrs: tuple[str, ...]) -> dict[str, Any]:
+    days, attribute = raw.get("maxAgeDays"), raw.get("ageAttribute")
+    if days is None and attribute is None:
+        return {}
+    if kind != DYNAMODB:
+        raise _fail(store, "maxAgeDays", "is only supported for kind 'dynamodb' (use an S3 lifecycle rule for buckets)")
+    if days is None:
+        raise _fail(store, "maxAgeDays", "is required when ageAttribute is given")
+    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_AGE_DAYS_LIMIT:
+        raise _fail(store, "maxAgeDays", f"must be a whole number of days from 1 to {MAX_AGE_DAYS_LIMIT}")
+    if not isinstance(attribute, str) or not attribute.strip():
+        raise _fail(store, "ageAttribute", "must name the attribute holding the copy's RFC 3339 retrieval time")
+    if attribute in key_attrs:
+        raise _fail(store, "ageAttribute", "cannot be part of the table key")
+    return {"max_age_days": days, "age_attribute": attribute}
 
 
 def _store(raw: Any, position: int) -> Store:
@@ -253,12 +371,14 @@ def _store(raw: Any, position: int) -> Store:
         if text in raw and not isinstance(raw[text], str):
             raise _fail(name, text, "must be a string")
         attrs[text] = raw.get(text, "")
+    attrs.update(_retention(raw, name, kind, key_attrs))
     return Store(
         name=name,
         kind=kind,
         personal_attributes=personal,
         closed=_policy(raw, name, kind, "closed", key_attrs, personal),
         updated=_policy(raw, name, kind, "updated", key_attrs, personal),
+        uninstall=_uninstall_policy(raw, name, kind, key_attrs, personal, attrs.get("prefix_template")),
         **attrs,
     )
 
@@ -282,6 +402,11 @@ def parse(doc: Any) -> PersonalDataMap:
         seen.add(store.name)
     if sum(1 for s in stores if s.kind == REGISTRY) != 1:
         raise PersonalDataMapError("personal-data map: exactly one store of kind 'registry' is required")
+    with_uninstall = [s.name for s in stores if s.uninstall is not None]
+    if with_uninstall and len(with_uninstall) != len(stores):
+        # Optional for older maps, but all or nothing: a store left out would keep the site's data.
+        missing = next(s.name for s in stores if s.uninstall is None)
+        raise _fail(missing, "uninstall", "is required once any store gives one")
     return PersonalDataMap(stores)
 
 

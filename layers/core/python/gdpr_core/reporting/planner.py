@@ -20,6 +20,8 @@ from .. import clock
 
 NSHARDS = 256
 NEW_KEY = "new"
+# Sparse due-index key of accounts Atlassian refused (400) on their own: out of the shard walk, countable.
+QUARANTINE_KEY = "quarantine"
 MAX_BATCH = 90
 STATE_PK = "reporter"
 
@@ -38,6 +40,25 @@ def report_key_for(account_id: str) -> str:
     return report_key_for_shard(shard_of(account_id))
 
 
+@dataclass(frozen=True)
+class PendingAnswer:
+    """An answer already counted in the cursor but whose effects may not all have happened yet.
+
+    It is written in the same checkpoint that moves the cursor past the batch, so a crash right after
+    Atlassian answered neither reports the batch again nor loses a `closed`; the next tick re-applies it
+    (every effect is idempotent: conditional registry writes, an idempotent erasure consumer).
+    """
+
+    cycle: int
+    reported_at: str
+    closed: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    new: tuple[str, ...] = ()  # new accounts reported in the batch, to move into their shard
+
+    def __bool__(self) -> bool:
+        return bool(self.closed or self.updated or self.new)
+
+
 @dataclass
 class CycleState:
     cycle: int
@@ -52,6 +73,9 @@ class CycleState:
     seq: int = 0  # bumped by every checkpoint; a conditional write on it keeps runs from racing
     last_error: str | None = None
     last_tick_at: datetime | None = None
+    pending: PendingAnswer | None = None
+    at_risk: int = 0  # accounts of the last batch that every credential was refused for
+    retry_not_before: datetime | None = None  # a Retry-After that did not fit in a tick
 
     @classmethod
     def initial(cls, now: datetime, cycle_length: timedelta) -> CycleState:
@@ -89,6 +113,20 @@ class CycleState:
             item["lastError"] = {"S": self.last_error}
         if self.last_tick_at is not None:
             item["lastTickAt"] = {"S": clock.format_rfc3339(self.last_tick_at)}
+        if self.at_risk:
+            item["atRisk"] = {"N": str(self.at_risk)}
+        if self.retry_not_before is not None:
+            item["retryNotBefore"] = {"S": clock.format_rfc3339(self.retry_not_before)}
+        if self.pending:
+            item["pendingCycle"] = {"N": str(self.pending.cycle)}
+            item["pendingReportedAt"] = {"S": self.pending.reported_at}
+            for name, ids in (
+                ("pendingClosed", self.pending.closed),
+                ("pendingUpdated", self.pending.updated),
+                ("pendingNew", self.pending.new),
+            ):
+                if ids:
+                    item[name] = {"SS": sorted(set(ids))}
         return item
 
     @classmethod
@@ -103,6 +141,21 @@ class CycleState:
 
         pending = n("pendingCycleLengthSeconds")
         last_tick = s("lastTickAt")
+        not_before = s("retryNotBefore")
+
+        def ids(name: str) -> tuple[str, ...]:
+            value = item.get(name)
+            return tuple(sorted(value["SS"])) if value else ()
+
+        answer = None
+        if "pendingCycle" in item:
+            answer = PendingAnswer(
+                cycle=int(n("pendingCycle") or 0),
+                reported_at=s("pendingReportedAt") or "",
+                closed=ids("pendingClosed"),
+                updated=ids("pendingUpdated"),
+                new=ids("pendingNew"),
+            )
         return cls(
             cycle=int(n("cycle") or 1),
             cycle_start=clock.parse_rfc3339(s("cycleStart") or ""),
@@ -116,6 +169,9 @@ class CycleState:
             seq=int(n("seq") or 0),
             last_error=s("lastError"),
             last_tick_at=clock.parse_rfc3339(last_tick) if last_tick else None,
+            pending=answer or None,
+            at_risk=int(n("atRisk") or 0),
+            retry_not_before=clock.parse_rfc3339(not_before) if not_before else None,
         )
 
 
@@ -137,6 +193,49 @@ def due_shard_limit(state: CycleState, now: datetime) -> int:
 
 def _micros(delta: timedelta) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def oldest_overdue_seconds(state: CycleState, now: datetime) -> float:
+    """How long the oldest due-but-unreported shard has been due: now minus the start of the cursor's
+    shard (the next cycle's start once the cycle is done) when that start has passed, else 0.
+
+    The cursor's shard may already be finished up to its last account, so this errs late by at most one
+    shard's width, never early. Accounts held back to fill a batch count as due-but-unreported.
+    """
+    start = state.shard_start(min(state.shard, NSHARDS))
+    return max(0.0, (now - start).total_seconds())
+
+
+def describe(state: CycleState, now: datetime) -> dict[str, Any]:
+    """The operator's view of the state (`gdprctl status`): counts only, never an account id."""
+    length = state.cycle_length.total_seconds()
+    position = min(state.shard, NSHARDS)
+    return {
+        "cycle": state.cycle,
+        "cycleStart": clock.format_rfc3339(state.cycle_start),
+        "cycleLengthSeconds": length,
+        "cycleSource": state.cycle_source,
+        "pendingCycleLengthSeconds": (
+            state.pending_cycle_length.total_seconds() if state.pending_cycle_length is not None else None
+        ),
+        "pendingCycleSource": state.pending_cycle_source if state.pending_cycle_length is not None else None,
+        "position": {
+            "shard": position,
+            "shards": NSHARDS,
+            "cycleFraction": round(position / NSHARDS, 4),
+            "accountsReportedInCycle": state.reported_in_cycle,
+        },
+        "dueShardsNow": max(0, due_shard_limit(state, now) + 1 - position) if position < NSHARDS else 0,
+        "oldestOverdueSeconds": oldest_overdue_seconds(state, now),
+        "atRisk": state.at_risk,
+        "answerBeingApplied": len(state.pending.closed) + len(state.pending.updated) + len(state.pending.new)
+        if state.pending
+        else 0,
+        "retryNotBefore": clock.format_rfc3339(state.retry_not_before) if state.retry_not_before else None,
+        "lastError": state.last_error,
+        "lastTickAt": clock.format_rfc3339(state.last_tick_at) if state.last_tick_at else None,
+        "asOf": clock.format_rfc3339(now),
+    }
 
 
 def can_roll_over(state: CycleState, now: datetime) -> bool:

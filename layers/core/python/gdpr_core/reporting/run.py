@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from .. import clock
-from ..ids import is_valid_account_id
+from ..ids import TEST_ACCOUNT_ACTIVE, is_valid_account_id
 from . import contract
 from .planner import (
     NEW_KEY,
@@ -25,10 +25,12 @@ from .planner import (
     Batcher,
     Candidate,
     CycleState,
+    PendingAnswer,
     can_roll_over,
     cursor_after,
     due_shard_limit,
     note_cycle_period,
+    oldest_overdue_seconds,
     report_key_for,
     report_key_for_shard,
     roll_over,
@@ -43,7 +45,7 @@ class ConcurrentRunError(RuntimeError):
 
 
 class NoUsableCredential(RuntimeError):
-    """Every configured credential was rejected (401/403)."""
+    """Every configured credential was rejected (401/403); raised by the handler after the checkpoint."""
 
 
 class ReportRejected(RuntimeError):
@@ -59,6 +61,7 @@ class RegistryPort(Protocol):
     def query_due(self, report_key: str, after_account_id: str | None, limit: int) -> Any: ...
     def mark_reported_first(self, account_id: str, shard_key: str, cycle: int) -> bool: ...
     def mark_erasing(self, account_id: str) -> bool: ...
+    def quarantine(self, account_id: str, from_key: str, reason: str, cycle: int) -> bool: ...
 
 
 class StateStorePort(Protocol):
@@ -84,6 +87,10 @@ class RunPolicy:
     unavailable_retries: int = 3
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 30.0
+    # A 400 bisection whose first isolated account is refused before any part was answered sends one
+    # control request (Atlassian's published active test account): if that is refused too, the 400 is
+    # about the request, not an account, and nothing is quarantined.
+    probe_account_id: str = TEST_ACCOUNT_ACTIVE
 
 
 class _Stop(Exception):
@@ -126,6 +133,7 @@ class ReportingRun:
         self.log = log or logging.getLogger(__name__)
         self.batcher = Batcher(self.policy.batch_size)
         self.state: CycleState
+        self.summary: dict[str, Any] | None = None  # set when a run ends, also when it raises
         self._credential_index = 0
         self._dirty = False
         self.counts = {
@@ -141,6 +149,9 @@ class ReportingRun:
             "credentialFallbacks": 0,
             "skippedInvalid": 0,
             "ignoredAnswers": 0,
+            "badRequests": 0,
+            "quarantined": 0,
+            "resumedAnswers": 0,
         }
 
     # ---------------------------------------------------------------- entry point
@@ -153,6 +164,7 @@ class ReportingRun:
         self.state = state
         stopped: str | None = None
         try:
+            self._resume_pending_answer()
             self._report_everything_due()
         except _Stop as stop:
             stopped = stop.reason
@@ -160,11 +172,18 @@ class ReportingRun:
             raise  # another run owns the state now: this one must not write it again
         except Exception as error:
             self._final_checkpoint(type(error).__name__)
+            self.summary = self._summary(type(error).__name__)
             raise
         self._final_checkpoint(stopped)
-        summary = self._summary(stopped)
+        summary = self.summary = self._summary(stopped)
         self.log.info("report tick finished", extra={"summary": summary})
         return summary
+
+    def _resume_pending_answer(self) -> None:
+        """A previous run stopped between checkpointing an answer and acting on all of it: finish that."""
+        if self.state.pending:
+            self.counts["resumedAnswers"] += 1
+            self._apply_pending()
 
     def _report_everything_due(self) -> None:
         # Roll over first, so new accounts found on this tick count for the cycle they are reported in.
@@ -210,10 +229,17 @@ class ReportingRun:
             page = self.registry.query_due(report_key_for_shard(shard), after, self.policy.page_size)
             for account in page.accounts:
                 after = account.account_id
-                if account.first_cycle is not None and account.first_cycle >= state.cycle:
-                    continue  # first reported as a new account in this cycle already
-                if not is_valid_account_id(account.account_id):
+                skipped = account.first_cycle is not None and account.first_cycle >= state.cycle
+                if not skipped and not is_valid_account_id(account.account_id):
                     self.counts["skippedInvalid"] += 1
+                    skipped = True
+                if skipped:
+                    # Done for this cycle without a request (first reported as new in it, or never
+                    # reportable): with nothing walked held back, the cursor may pass it, so the next
+                    # tick does not read it again. Worth one write per tick (after a bulk import only).
+                    if not self._walked_pending():
+                        state.shard, state.last_account_id = shard, account.account_id
+                        self._dirty = True
                     continue
                 if batch := self.batcher.add(Candidate(account.account_id, account.updated_at, shard)):
                     self._send(batch)
@@ -226,28 +252,51 @@ class ReportingRun:
                     self._send(batch)
                 self.state.shard, self.state.last_account_id = NSHARDS, None
                 self._checkpoint()
+            elif not self._walked_pending():
+                # Nothing of this shard is waiting: the cursor may start at the next one (kept in memory;
+                # the next checkpoint carries it, no write of its own).
+                state.shard, state.last_account_id = shard + 1, None
             shard, after = shard + 1, None
 
-    # ---------------------------------------------------------------- one request
+    def _walked_pending(self) -> bool:
+        return any(not c.is_new for c in self.batcher.pending)
+
+    # ---------------------------------------------------------------- one batch
     def _send(self, batch: list[Candidate]) -> None:
+        outcome = self._request(batch)
+        if isinstance(outcome, contract.Answered):
+            self._apply_answer(batch, outcome)
+        else:
+            self._isolate_refused(batch, outcome)
+
+    def _request(self, batch: list[Candidate]) -> contract.Answered | contract.BadRequest:
+        """One report, retried through 429 / 5xx / credential fall-back; Answered or BadRequest, or _Stop."""
         accounts = [(c.account_id, c.updated_at) for c in batch]
         rate_waits = unavailable_attempts = 0
         while True:
+            not_before = self.state.retry_not_before
+            if not_before is not None and self.now() < not_before:
+                raise _Stop("rate_limited")  # a Retry-After from an earlier tick has not elapsed yet
             if self.remaining_seconds() < self.policy.min_seconds_per_request:
                 raise _Stop("time_budget")
             credential = self.credentials[self._credential_index]
             outcome = self.client.report(accounts, credential)
             self.counts["requests"] += 1
+            if not_before is not None:
+                self.state.retry_not_before = None
+                self._dirty = True
             self._note_cycle_period(outcome.cycle_period)
             match outcome:
                 case contract.Answered():
-                    self._apply_answer(batch, outcome)
-                    return
+                    return outcome
                 case contract.RateLimited(retry_after_seconds=wait):
                     self.counts["rateLimited"] += 1
                     rate_waits += 1
                     fits = wait + self.policy.min_seconds_per_request <= self.remaining_seconds()
                     if rate_waits > self.policy.max_rate_limit_waits or not fits:
+                        # Remembered, so that no later tick calls before the wait has elapsed either.
+                        self.state.retry_not_before = self.now() + timedelta(seconds=wait)
+                        self._dirty = True
                         raise _Stop("rate_limited")
                     self.sleep(wait)
                 case contract.Unavailable():
@@ -265,47 +314,80 @@ class ReportingRun:
                 case contract.CredentialRejected():
                     self._credential_index += 1
                     if self._credential_index >= len(self.credentials):
-                        raise NoUsableCredential("every configured Atlassian credential was rejected")
+                        # The batch stays due (the cursor is before it): the next tick retries it.
+                        self.state.at_risk = len(batch)
+                        self._dirty = True
+                        self.log.error(
+                            "every Atlassian credential was rejected",
+                            extra={"status": outcome.status_code, "accountsAtRisk": len(batch)},
+                        )
+                        raise _Stop("no_credential")
                     self.counts["credentialFallbacks"] += 1
                     self.log.warning(
                         "credential rejected, falling back",
                         extra={"status": outcome.status_code, "credentialIndex": self._credential_index},
                     )
                 case contract.BadRequest():
-                    raise ReportRejected(
-                        f"Atlassian refused the report (status {outcome.status_code}, "
-                        f"errorType {outcome.error_type})"
-                    )
+                    return outcome
                 case _:
                     raise TypeError("unexpected report outcome")
 
+    def _isolate_refused(self, batch: list[Candidate], refused: contract.BadRequest) -> None:
+        """400: bisect the batch, report every part Atlassian accepts, quarantine the accounts it refuses
+        on their own. Costs extra requests only when a 400 happens (about 2·log2(90) per bad account)."""
+        self.counts["badRequests"] += 1
+        if refused.status_code != 400:
+            raise ReportRejected(f"Atlassian refused the report (status {refused.status_code})")
+        self.log.warning("report refused (400), isolating", extra={"errorType": refused.error_type})
+        confirmed = False  # some part was answered, or the control probe was: the 400 is per account
+        parts, outcome = [batch], refused  # a stack; halves go on it right first, so order is kept
+        while parts:
+            part = parts.pop()
+            if part is not batch:
+                outcome = self._request(part)
+            if isinstance(outcome, contract.Answered):
+                self._apply_answer(part, outcome)
+                confirmed = True
+                continue
+            if outcome.status_code != 400:
+                raise ReportRejected(f"Atlassian refused the report (status {outcome.status_code})")
+            if len(part) > 1:
+                parts.extend(_halves(part))
+                continue
+            if not confirmed:
+                confirmed = self._probe()
+            # At once, before a later part moves the cursor past it: it must leave the walk now or be
+            # seen again, never skipped.
+            self._quarantine(part[0], outcome.error_type)
+
+    def _probe(self) -> bool:
+        """True if Atlassian accepts a report of its own published active test account right now."""
+        probe = Candidate(self.policy.probe_account_id, self.now(), None)
+        outcome = self._request([probe])
+        if isinstance(outcome, contract.Answered):
+            return True
+        raise ReportRejected(
+            f"Atlassian refuses every report (status {outcome.status_code}, errorType {outcome.error_type})"
+        )
+
+    def _quarantine(self, candidate: Candidate, error_type: str) -> None:
+        from_key = NEW_KEY if candidate.is_new else report_key_for_shard(candidate.shard)  # type: ignore[arg-type]
+        if self.registry.quarantine(candidate.account_id, from_key, error_type, self.state.cycle):
+            self.counts["quarantined"] += 1
+        self.log.warning("account quarantined", extra={"errorType": error_type})
+
     def _apply_answer(self, batch: list[Candidate], answer: contract.Answered) -> None:
-        reported_at = clock.format_rfc3339(self.now())
-        cycle = self.state.cycle
         statuses = dict(answer.actions)
-        messages = [
-            _message("erase", "closed", account_id, reported_at, cycle)
-            if status == "closed"
-            else _message("refresh", "updated", account_id, reported_at, cycle)
-            for account_id, status in answer.actions
-        ]
-        # Enqueue before anything else moves: if the queue fails, the run raises with the cursor
-        # still before this batch, so the next tick reports it again and its answer is not lost.
-        if messages:
-            self.counts["enqueued"] += self.sender.send(messages)
-        for account_id, status in answer.actions:
-            if status == "closed":
-                # Out of the due-index, so it is never reported again (erasure then tombstones it).
-                self.registry.mark_erasing(account_id)
-                self.counts["closed"] += 1
-            else:
-                self.counts["updated"] += 1
+        pending = PendingAnswer(
+            cycle=self.state.cycle,
+            reported_at=clock.format_rfc3339(self.now()),
+            closed=tuple(a for a, status in answer.actions if status == "closed"),
+            updated=tuple(a for a, status in answer.actions if status == "updated"),
+            new=tuple(c.account_id for c in batch if c.is_new and statuses.get(c.account_id) != "closed"),
+        )
+        self.counts["closed"] += len(pending.closed)
+        self.counts["updated"] += len(pending.updated)
         self.counts["ignoredAnswers"] += answer.unknown_status + answer.unrequested
-        for candidate in batch:
-            if candidate.is_new and statuses.get(candidate.account_id) != "closed":
-                self.registry.mark_reported_first(
-                    candidate.account_id, report_key_for(candidate.account_id), cycle
-                )
         self.counts["accountsReported"] += len(batch)
         self.counts["newReported"] += sum(1 for c in batch if c.is_new)
         self.counts["maxBatch"] = max(self.counts["maxBatch"], len(batch))
@@ -313,8 +395,31 @@ class ReportingRun:
             batch, self.state.shard, self.state.last_account_id
         )
         self.state.reported_in_cycle += len(batch)
-        self._dirty = True
+        self.state.at_risk = 0  # a credential works again
+        # The answer is made durable together with the cursor before anything acts on it: a crash from
+        # here on neither reports the batch twice nor loses its answer (the next tick re-applies it).
+        self.state.pending = pending or None
         self._checkpoint()
+        if pending:
+            self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        pending = self.state.pending
+        assert pending is not None
+        messages = [_message("erase", "closed", a, pending.reported_at, pending.cycle) for a in pending.closed]
+        messages += [
+            _message("refresh", "updated", a, pending.reported_at, pending.cycle) for a in pending.updated
+        ]
+        if messages:
+            self.counts["enqueued"] += self.sender.send(messages)
+        for account_id in pending.closed:
+            # Out of the due-index, so it is never reported again (erasure then tombstones it).
+            self.registry.mark_erasing(account_id)
+        for account_id in pending.new:
+            self.registry.mark_reported_first(account_id, report_key_for(account_id), pending.cycle)
+        # Applied: the next checkpoint (the next batch's, or the tick's last) drops it from the item.
+        self.state.pending = None
+        self._dirty = True
 
     # ---------------------------------------------------------------- state
     def _note_cycle_period(self, period: timedelta | None) -> None:
@@ -343,11 +448,20 @@ class ReportingRun:
             "cycle": state.cycle,
             "cycleStart": clock.format_rfc3339(state.cycle_start),
             "cycleLengthSeconds": state.cycle_length.total_seconds(),
+            "cycleSource": state.cycle_source,
             "position": state.shard,
+            "atRisk": state.at_risk,
+            "oldestOverdueSeconds": oldest_overdue_seconds(state, self.now()),
             # Without a stop the walk read every due shard to its end; only held-back accounts remain.
             "complete": stopped is None and len(self.batcher) == 0,
             "stoppedBy": stopped,
         }
+
+
+def _halves(part: list[Candidate]) -> list[list[Candidate]]:
+    """[right, left]: popped from the end, the left half goes first, keeping the batch's order."""
+    middle = (len(part) + 1) // 2
+    return [part[middle:], part[:middle]]
 
 
 def _describe(period: timedelta) -> str:

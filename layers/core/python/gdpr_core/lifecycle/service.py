@@ -1,0 +1,79 @@
+"""Wires uninstall and retention to their stores from a function's environment (the erasure function
+hosts both: uninstall messages arrive on its actions queue, the lifecycle schedule invokes its tick)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..erasure import pdmap
+from ..erasure.audit import AuditWriter
+from ..erasure.service import consent_hooks
+from ..pseudonym import Pseudonymizer
+from .retention import RetentionSweep
+from .uninstall import DEFAULT_CHUNK, SiteEraser, UninstallService, parse_lifecycle_message
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        from ..config import ConfigurationError
+
+        raise ConfigurationError(f"environment variable {name} must be a number") from None
+
+
+def _hooks(env: Mapping[str, str], dynamodb: Any, pseudonymizer: Pseudonymizer) -> dict[str, Any]:
+    from ..consent.store import ConsentStore
+
+    return consent_hooks(ConsentStore(env["CONSENT_TABLE"], pseudonymizer, client=dynamodb), pseudonymizer)
+
+
+def build_uninstall(env: Mapping[str, str], *, clients: Callable[[str], Any], pseudonymizer: Pseudonymizer,
+                    pd_map: pdmap.PersonalDataMap | None = None, **overrides: Any) -> UninstallService:
+    pd_map = pd_map or pdmap.load()
+    ddb = clients("dynamodb")
+    eraser = SiteEraser(pd_map, pd_map.resolve(env), dynamodb=ddb, s3=clients("s3"),
+                        hooks=_hooks(env, ddb, pseudonymizer))
+    options: dict[str, Any] = {
+        "grace_hours": _number(env, "UNINSTALL_GRACE_HOURS", 0),
+        "chunk_size": int(_number(env, "UNINSTALL_CHUNK_SIZE", DEFAULT_CHUNK)),
+        **overrides,
+    }
+    return UninstallService(eraser=eraser, dynamodb=ddb, sqs=clients("sqs"), queue_url=env["ACTIONS_QUEUE_URL"],
+                            state_table=env["STATE_TABLE"], registry_table=env["REGISTRY_TABLE"],
+                            audit=AuditWriter(env["AUDIT_TABLE"], ddb), site_ref=pseudonymizer.site, **options)
+
+
+def build_retention(env: Mapping[str, str], *, clients: Callable[[str], Any], pseudonymizer: Pseudonymizer,
+                    pd_map: pdmap.PersonalDataMap | None = None, **overrides: Any) -> RetentionSweep:
+    from ..erasure.engine import ErasureEngine
+
+    pd_map = pd_map or pdmap.load()
+    ddb = clients("dynamodb")
+    engine = ErasureEngine(pd_map, pd_map.resolve(env), dynamodb=ddb, s3=clients("s3"),
+                           hooks=_hooks(env, ddb, pseudonymizer))
+    options = {"pages_per_tick": int(_number(env, "RETENTION_PAGES_PER_TICK", 300)), **overrides}
+    return RetentionSweep(engine, registry_table=env["REGISTRY_TABLE"], state_table=env["STATE_TABLE"], **options)
+
+
+def handle_message(body: str, env: Mapping[str, str], *, clients: Callable[[str], Any],
+                   pseudonymizer: Pseudonymizer, **overrides: Any) -> dict[str, Any]:
+    """One uninstall/reinstall message from the actions queue; the result holds no personal data."""
+    message = parse_lifecycle_message(body)
+    result = build_uninstall(env, clients=clients, pseudonymizer=pseudonymizer, **overrides).handle(message)
+    return {"action": message.action, **result}
+
+
+def tick(env: Mapping[str, str], *, clients: Callable[[str], Any], pseudonymizer: Pseudonymizer,
+         uninstall_overrides: Mapping[str, Any] | None = None,
+         retention_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The lifecycle schedule: start uninstalls whose grace is over, then one share of the retention sweep."""
+    uninstall = build_uninstall(env, clients=clients, pseudonymizer=pseudonymizer, **(uninstall_overrides or {}))
+    summary: dict[str, Any] = dict(uninstall.tick())
+    summary["retention"] = build_retention(env, clients=clients, pseudonymizer=pseudonymizer,
+                                           **(retention_overrides or {})).run()
+    return summary

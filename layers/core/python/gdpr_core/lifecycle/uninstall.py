@@ -1,0 +1,576 @@
+"""Uninstall: erase what the app holds because of one site, in resumable chunks through the queue.
+
+Entry point: an actions-queue message `{"schema": 1, "action": "uninstall", "site": S,
+"requestedAt": T}` (the app forwards Connect's `uninstalled` callback or Forge's uninstall event;
+`gdprctl sites uninstall S` sends the same). `{"action": "reinstall", ...}` cancels a pending one.
+
+State, one item per site in the StateTable (`pk = "uninstall#" + keyed hash of the site`):
+`pending` (grace period running) -> `running` (chunks) -> `done`; `installed` after a re-install.
+Newest event wins: an uninstall older than the recorded re-install (or than a finished uninstall) is
+ignored, so out-of-order delivery cannot erase a site that was installed again.
+
+Finding a site's accounts: the registry has one item per account with a `sites` string set, and a
+DynamoDB index key cannot be a set. A chunk is one Scan page (`Limit` = chunk size, filter
+`contains(sites, S)`), resumed from the cursor kept in the state item. Cost: one uninstall reads the
+registry once (eventually consistent Scan: 0.5 RRU per 4 KB, about 31,000 RRU for a million
+accounts), and nothing at all on the hot path. A per-site membership item or index key would instead
+cost a write on every registration forever and must itself be erased on closure; uninstalls are rare.
+
+Each chunk message carries the state's `seq`; only the message whose `seq` equals the state's runs,
+and the conditional update that advances `seq` lets exactly one of two concurrent deliveries send the
+next message. A crash after the update but before the send is healed by the lifecycle tick, which
+re-sends the message of any run that made no progress for STALE_AFTER.
+
+Per account: the site's data in every store (map `uninstall` policies), verified, then the site is
+removed from the registry item, and the item is dropped when no site is left (no tombstone: the
+account was not closed, it is simply no longer held, and not reported any more). Accounts on other
+sites keep everything else and stay in the reporting walk untouched.
+
+One audit record per uninstall: `recordId = "uninstall#<keyed hash of site>#<requestedAt>"`, with
+per-store counts and no personal data (not even the site id, which can name a person).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .. import clock
+from ..erasure import pdmap as pdm
+from ..erasure.audit import AUDIT_ATTRIBUTES, AUDIT_SCHEMA
+from ..erasure.engine import (
+    ErasureEngine,
+    ErasureError,
+    InvalidMessage,
+    StoreResult,
+    VerificationFailed,
+    error_code,
+    from_item,
+    to_attr,
+)
+
+ACTIONS = ("uninstall", "reinstall")
+STATE_PREFIX = "uninstall#"
+PENDING, RUNNING, DONE, INSTALLED = "pending", "running", "done", "installed"
+STALE_AFTER = timedelta(minutes=30)  # > the queue's visibility timeout (12 min): a live chain is never stale
+DEFAULT_CHUNK = 200
+# Site ids go into S3 keys and conditions: no slashes, spaces or control characters.
+_SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,254}")
+_COUNTS = ("found", "deleted", "scrubbed", "remaining")
+
+
+class UninstallRefused(RuntimeError):
+    """The request cannot be applied (e.g. a re-install after erasure began); no personal data inside."""
+
+
+def validate_site(site: Any) -> str:
+    if not isinstance(site, str) or not _SITE.fullmatch(site):
+        raise ValueError("site must be a site id like example.atlassian.net (letters, digits, . _ : -)")
+    return site
+
+
+# ---------------------------------------------------------------- queue message
+@dataclass(frozen=True)
+class LifecycleMessage:
+    action: str
+    site: str
+    requested_at: str  # normalised RFC 3339
+    seq: int | None = None  # None: the request itself; n: chunk n of a running uninstall
+
+    def body(self) -> str:
+        doc: dict[str, Any] = {"schema": 1, "action": self.action, "site": self.site,
+                               "requestedAt": self.requested_at}
+        if self.seq is not None:
+            doc["seq"] = self.seq
+        return json.dumps(doc)
+
+
+def is_lifecycle_message(body: str | bytes | None) -> bool:
+    """Cheap routing test for the actions queue; the full check is parse_lifecycle_message."""
+    try:
+        doc = json.loads(body or "")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("action") in ACTIONS
+
+
+def parse_lifecycle_message(body: str | bytes | None) -> LifecycleMessage:
+    try:
+        doc = json.loads(body or "")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidMessage("body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidMessage("body is not a JSON object")
+    if doc.get("schema") != 1 or isinstance(doc.get("schema"), bool):
+        raise InvalidMessage("schema must be 1")
+    if doc.get("action") not in ACTIONS:
+        raise InvalidMessage("action must be uninstall or reinstall")
+    unknown = set(doc) - {"schema", "action", "site", "requestedAt", "seq"}
+    if unknown:
+        raise InvalidMessage(f"unknown fields {sorted(unknown)}")
+    try:
+        site = validate_site(doc.get("site"))
+    except ValueError as exc:
+        raise InvalidMessage(str(exc)) from None
+    try:
+        requested = clock.format_rfc3339(clock.parse_rfc3339(doc.get("requestedAt")))
+    except ValueError:
+        raise InvalidMessage("requestedAt is not an RFC 3339 timestamp") from None
+    seq = doc.get("seq")
+    if seq is not None and (doc["action"] != "uninstall" or not isinstance(seq, int) or isinstance(seq, bool)
+                            or seq < 0):
+        raise InvalidMessage("seq must be a non-negative integer on uninstall continuations")
+    return LifecycleMessage(doc["action"], site, requested, seq)
+
+
+# ---------------------------------------------------------------- per account, per store
+class SiteEraser(ErasureEngine):
+    """The erasure engine's store access, applied to one (account, site) through `uninstall` policies."""
+
+    def __init__(self, personal_data_map: pdm.PersonalDataMap, resources: Mapping[str, str], **kwargs: Any):
+        personal_data_map.require_uninstall()
+        super().__init__(personal_data_map, resources, **kwargs)
+
+    def erase_site(self, account_id: str, site: str, now: datetime) -> list[StoreResult]:
+        """Data stores, verified together, then hooks; the registry is left to remove_site (last)."""
+        results: list[StoreResult] = []
+        for store in self.map.stores:
+            policy = store.uninstall
+            if policy is None or policy.action == pdm.NONE:
+                continue
+            if store.kind == pdm.DYNAMODB:
+                results.append(self._site_dynamodb(store, policy, account_id, site))
+            elif store.kind == pdm.S3:
+                results.append(self._site_s3(store, account_id, site))
+        if any(r.remaining for r in results):
+            raise VerificationFailed(results)
+        for store in self.map.stores:
+            if store.kind == pdm.HOOK and store.uninstall and store.uninstall.action == pdm.RUN_HOOK:
+                hook = self._hook(store, store.uninstall.hook or "")
+                results.append(self._hook_result(store, hook(account_id, site, now)))
+        if any(r.remaining for r in results):
+            raise VerificationFailed(results)
+        return results
+
+    def _hook_result(self, store: pdm.Store, outcome: Any) -> StoreResult:
+        if isinstance(outcome, int) and not isinstance(outcome, bool):
+            return StoreResult(store.name, found=outcome, deleted=outcome)
+        if isinstance(outcome, Mapping):
+            return StoreResult(store.name, **{k: int(outcome.get(k, 0)) for k in _COUNTS})
+        raise ErasureError(f"store '{store.name}': uninstall hook returned no count")
+
+    # ------------------------------------------------------------ DynamoDB
+    @staticmethod
+    def _on_site(item: Mapping[str, Any], attribute: str, site: str) -> bool:
+        value = item.get(attribute) or {}
+        return value.get("S") == site or site in (value.get("SS") or [])
+
+    def _site_items(self, store: pdm.Store, account_id: str, site: str) -> list[dict[str, Any]]:
+        items = []
+        for key in self._find_keys(store, account_id):
+            item = self._get(store, key)  # consistent: the site attribute may not be in the index
+            if item and self._on_site(item, store.uninstall.site_attribute, site):  # type: ignore[union-attr]
+                items.append(item)
+        return items
+
+    def _site_dynamodb(self, store: pdm.Store, policy: pdm.Policy, account_id: str, site: str) -> StoreResult:
+        items = self._site_items(store, account_id, site)
+        keys = [{k: item[k] for k in store.table_key} for item in items]
+        deleted = scrubbed = 0
+        if policy.action == pdm.DELETE_ITEMS:
+            self._batch_delete(store, keys)
+            deleted = len(keys)
+        elif policy.action == pdm.SCRUB:
+            scrubbed = sum(1 for key in keys if self._scrub(store, policy, key))
+        else:  # removeSite
+            for item, key in zip(items, keys, strict=True):
+                if "SS" in item[policy.site_attribute]:  # type: ignore[index]
+                    kept = self._remove_from_set(store, policy.site_attribute or "", key, site)
+                else:  # a single-site item is the site's alone
+                    kept = False
+                if kept is False and self._delete_if_siteless(store, policy.site_attribute or "", key, site):
+                    deleted += 1
+                elif kept:
+                    scrubbed += 1  # the item stays for the account's other sites, without this one
+        remaining = 0
+        for key in keys:
+            item = self._get(store, key)
+            if not item or not self._on_site(item, policy.site_attribute or "", site):
+                continue
+            if policy.action == pdm.SCRUB:
+                remaining += item.get(store.lookup_attribute) == {"S": account_id} and (
+                    any(a in item for a in policy.remove)
+                    or any(item.get(a) != to_attr(v) for a, v in policy.set.items())
+                )
+            else:
+                remaining += 1
+        return StoreResult(store.name, found=len(items), deleted=deleted, scrubbed=scrubbed, remaining=remaining)
+
+    def _remove_from_set(self, store: pdm.Store, attribute: str, key: dict[str, Any], site: str) -> bool | None:
+        """True: other sites remain; False: the set is now empty; None: the site was no longer there."""
+        try:
+            answer = self._ddb.update_item(
+                TableName=self._resources[store.name], Key=key,
+                UpdateExpression="DELETE #a :site", ConditionExpression="contains(#a, :one)",
+                ExpressionAttributeNames={"#a": attribute},
+                ExpressionAttributeValues={":site": {"SS": [site]}, ":one": {"S": site}},
+                ReturnValues="ALL_NEW",
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return bool((answer.get("Attributes") or {}).get(attribute))
+
+    def _delete_if_siteless(self, store: pdm.Store, attribute: str, key: dict[str, Any], site: str) -> bool:
+        """Deletes the item unless another site was added meanwhile (the app is still using it)."""
+        try:
+            self._ddb.delete_item(
+                TableName=self._resources[store.name], Key=key,
+                ConditionExpression="attribute_not_exists(#a) OR #a = :site",
+                ExpressionAttributeNames={"#a": attribute}, ExpressionAttributeValues={":site": {"S": site}},
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------ S3
+    def _site_entries(self, store: pdm.Store, key: str) -> list[dict[str, Any]]:
+        bucket, entries = self._resources[store.name], []
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+        while True:
+            if store.versions:
+                page = self._s3.list_object_versions(**params)
+                found = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            else:
+                page = self._s3.list_objects_v2(**params)
+                found = page.get("Contents", [])
+            # The key is also a prefix of longer keys ("x.png.bak"): only the exact key is the site's.
+            entries.extend(e for e in found if e["Key"] == key)
+            if not page.get("IsTruncated"):
+                return entries
+            if store.versions:
+                params.update(KeyMarker=page.get("NextKeyMarker"), VersionIdMarker=page.get("NextVersionIdMarker"))
+            else:
+                params["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _site_s3(self, store: pdm.Store, account_id: str, site: str) -> StoreResult:
+        key = store.site_key(account_id, site)
+        entries = self._site_entries(store, key)
+        targets = [{"Key": key, **({"VersionId": e["VersionId"]} if store.versions else {})} for e in entries]
+        for start in range(0, len(targets), 1000):
+            answer = self._s3.delete_objects(Bucket=self._resources[store.name],
+                                             Delete={"Objects": targets[start:start + 1000], "Quiet": True})
+            if answer.get("Errors"):
+                raise ErasureError(f"store '{store.name}': S3 refused {len(answer['Errors'])} deletes")
+        remaining = len(self._site_entries(store, key))
+        return StoreResult(store.name, found=len(entries), deleted=len(targets), remaining=remaining)
+
+    # ------------------------------------------------------------ registry
+    def remove_site(self, account_id: str, site: str) -> str:
+        """'removed' (other sites remain), 'dropped' (no site left: item deleted) or 'absent'."""
+        store = self.registry
+        key = {store.key: {"S": account_id}}
+        kept = self._remove_from_set(store, "sites", key, site)
+        if kept is None:
+            return "absent"
+        if kept:
+            return "removed"
+        return "dropped" if self._delete_if_siteless(store, "sites", key, site) else "removed"
+
+
+# ---------------------------------------------------------------- the uninstall run
+def _stores_doc(totals: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    return {name: {k: int(v.get(k, 0)) for k in _COUNTS} for name, v in totals.items()}
+
+
+class UninstallService:
+    def __init__(
+        self,
+        *,
+        eraser: SiteEraser,
+        dynamodb: Any,
+        sqs: Any,
+        queue_url: str,
+        state_table: str,
+        registry_table: str,
+        audit: Any,
+        site_ref: Callable[[str], str],
+        grace_hours: float = 0,
+        chunk_size: int = DEFAULT_CHUNK,
+        now: Callable[[], datetime] = clock.now,
+    ):
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        if grace_hours < 0:
+            raise ValueError("grace_hours must not be negative")
+        self.eraser, self._ddb, self._sqs, self._queue = eraser, dynamodb, sqs, queue_url
+        self._state, self._registry, self._audit = state_table, registry_table, audit
+        self._site_ref, self.grace = site_ref, timedelta(hours=grace_hours)
+        self.chunk_size, self._now = chunk_size, now
+
+    # ------------------------------------------------------------ state item
+    def _key(self, site: str) -> dict[str, Any]:
+        return {"pk": {"S": STATE_PREFIX + self._site_ref(site)}}
+
+    def _load(self, site: str) -> dict[str, Any] | None:
+        item = self._ddb.get_item(TableName=self._state, Key=self._key(site), ConsistentRead=True).get("Item")
+        return from_item(item) if item else None
+
+    def _send(self, message: LifecycleMessage) -> None:
+        self._sqs.send_message(QueueUrl=self._queue, MessageBody=message.body())
+
+    def handle(self, message: LifecycleMessage) -> dict[str, Any]:
+        if message.action == "reinstall":
+            return self.reinstall(message.site, message.requested_at)
+        if message.seq is None:
+            return self.request(message.site, message.requested_at)
+        return self.run_chunk(message.site, message.requested_at, message.seq)
+
+    # ------------------------------------------------------------ request / reinstall
+    def request(self, site: str, requested_at: str) -> dict[str, Any]:
+        """Records the uninstall (pending for the grace period) and starts it when it is due."""
+        validate_site(site)
+        ref = self._site_ref(site)
+        due = clock.parse_rfc3339(requested_at) + self.grace
+        try:
+            self._ddb.update_item(
+                TableName=self._state, Key=self._key(site),
+                # Only after a finished run or a re-install, and only if newer than both.
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR ((#st = :done OR #st = :installed) "
+                    "AND (attribute_not_exists(requestedAt) OR requestedAt < :req) "
+                    "AND (attribute_not_exists(reinstalledAt) OR reinstalledAt < :req))"
+                ),
+                UpdateExpression=(
+                    "SET #st = :pending, site = :site, siteRef = :ref, requestedAt = :req, dueAt = :due, "
+                    "graceHours = :grace REMOVE seq, #cursor, stores, accounts, dropped, startedAt, "
+                    "finishedAt, progressAt, recordId"
+                ),
+                ExpressionAttributeNames={"#st": "state", "#cursor": "cursor"},
+                ExpressionAttributeValues={
+                    ":done": {"S": DONE}, ":installed": {"S": INSTALLED}, ":pending": {"S": PENDING},
+                    ":site": {"S": site}, ":ref": {"S": ref}, ":req": {"S": requested_at},
+                    ":due": {"S": clock.format_rfc3339(due)},
+                    ":grace": {"N": str(self.grace.total_seconds() / 3600)},
+                },
+            )
+        except Exception as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            item = self._load(site) or {}
+            same = item.get("requestedAt") == requested_at
+            outcome = "duplicate" if same else "superseded"
+            if same and item.get("state") == PENDING and due <= self._now():
+                return {"outcome": self._start(site, requested_at), "siteRef": ref}
+            return {"outcome": outcome, "siteRef": ref, "state": item.get("state")}
+        if due > self._now():
+            return {"outcome": PENDING, "siteRef": ref, "dueAt": clock.format_rfc3339(due)}
+        return {"outcome": self._start(site, requested_at), "siteRef": ref}
+
+    def _start(self, site: str, requested_at: str) -> str:
+        """pending -> running (once), then chunk 0 goes on the queue."""
+        now = clock.format_rfc3339(self._now())
+        try:
+            self._ddb.update_item(
+                TableName=self._state, Key=self._key(site),
+                ConditionExpression="#st = :pending AND requestedAt = :req",
+                UpdateExpression="SET #st = :running, seq = :zero, startedAt = :now, progressAt = :now, "
+                                 "accounts = :zero, dropped = :zero, stores = :stores",
+                ExpressionAttributeNames={"#st": "state"},
+                ExpressionAttributeValues={
+                    ":pending": {"S": PENDING}, ":running": {"S": RUNNING}, ":req": {"S": requested_at},
+                    ":zero": {"N": "0"}, ":now": {"S": now}, ":stores": {"M": {}},
+                },
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return "already-started"
+            raise
+        self._send(LifecycleMessage("uninstall", site, requested_at, 0))
+        return "started"
+
+    def reinstall(self, site: str, requested_at: str) -> dict[str, Any]:
+        """Cancels a pending uninstall; refused once erasure has begun (erased data cannot come back)."""
+        validate_site(site)
+        try:
+            old = self._ddb.update_item(
+                TableName=self._state, Key=self._key(site),
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR (#st = :pending AND requestedAt <= :req) OR "
+                    "((#st = :done OR #st = :installed) AND (attribute_not_exists(reinstalledAt) "
+                    "OR reinstalledAt < :req) AND (attribute_not_exists(requestedAt) OR requestedAt < :req))"
+                ),
+                UpdateExpression="SET #st = :installed, reinstalledAt = :req, siteRef = :ref REMOVE site, dueAt",
+                ExpressionAttributeNames={"#st": "state"},
+                ExpressionAttributeValues={
+                    ":pending": {"S": PENDING}, ":done": {"S": DONE}, ":installed": {"S": INSTALLED},
+                    ":req": {"S": requested_at}, ":ref": {"S": self._site_ref(site)},
+                },
+                ReturnValues="ALL_OLD",
+            ).get("Attributes") or {}
+        except Exception as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            item = self._load(site) or {}
+            if item.get("state") == RUNNING:
+                raise UninstallRefused("the uninstall of this site is already erasing data; it cannot be "
+                                       "cancelled (re-registered accounts are held anew)") from None
+            return {"outcome": "superseded", "siteRef": self._site_ref(site), "state": item.get("state")}
+        was = old.get("state", {}).get("S")
+        return {"outcome": "cancelled" if was == PENDING else "recorded", "siteRef": self._site_ref(site)}
+
+    # ------------------------------------------------------------ chunks
+    def run_chunk(self, site: str, requested_at: str, seq: int) -> dict[str, Any]:
+        state = self._load(site)
+        ref = self._site_ref(site)
+        if not state or state.get("state") != RUNNING or state.get("requestedAt") != requested_at \
+                or state.get("seq") != seq:
+            return {"outcome": "stale", "siteRef": ref}  # cancelled, finished, or a duplicate delivery
+        now = self._now()
+        params: dict[str, Any] = {
+            "TableName": self._registry, "Limit": self.chunk_size, "ConsistentRead": True,
+            "ProjectionExpression": "accountId",
+            "FilterExpression": "contains(sites, :site) AND #status = :active",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {":site": {"S": site}, ":active": {"S": "active"}},
+        }
+        if state.get("cursor"):
+            params["ExclusiveStartKey"] = {"accountId": {"S": state["cursor"]}}
+        page = self._ddb.scan(**params)
+        totals: dict[str, dict[str, int]] = {k: dict(v) for k, v in (state.get("stores") or {}).items()}
+        accounts, dropped = int(state.get("accounts", 0)), int(state.get("dropped", 0))
+        for item in page.get("Items", []):
+            account_id = item["accountId"]["S"]
+            for result in self.eraser.erase_site(account_id, site, now):
+                row = totals.setdefault(result.store, dict.fromkeys(_COUNTS, 0))
+                for k in _COUNTS:
+                    row[k] += getattr(result, k)
+            outcome = self.eraser.remove_site(account_id, site)
+            if outcome != "absent":
+                accounts += 1
+                row = totals.setdefault(self.eraser.registry.name, dict.fromkeys(_COUNTS, 0))
+                row["found"] += 1
+                row["deleted" if outcome == "dropped" else "scrubbed"] += 1
+                dropped += outcome == "dropped"
+        cursor = (page.get("LastEvaluatedKey") or {}).get("accountId", {}).get("S")
+        progress = {"stores": _stores_doc(totals), "accounts": accounts, "dropped": dropped}
+        if cursor:
+            if not self._advance(site, requested_at, seq, {**progress, "cursor": cursor}):
+                return {"outcome": "stale", "siteRef": ref}
+            self._send(LifecycleMessage("uninstall", site, requested_at, seq + 1))
+            return {"outcome": "chunk", "siteRef": ref, "seq": seq, "accounts": accounts}
+        record = self._record(ref, state, requested_at, progress, seq)
+        written = self._audit.write(record)
+        if not self._advance(site, requested_at, seq, {**progress, "recordId": record["recordId"]}, finish=True):
+            return {"outcome": "stale", "siteRef": ref}
+        return {"outcome": "finished", "siteRef": ref, "recordId": record["recordId"], "recorded": written,
+                "accounts": accounts, "dropped": dropped, "stores": progress["stores"]}
+
+    def _advance(self, site: str, requested_at: str, seq: int, values: Mapping[str, Any],
+                 finish: bool = False) -> bool:
+        names = {"#st": "state", **({"#cursor": "cursor"} if finish else {})}
+        sets = ["seq = :next", "progressAt = :now"] + [f"#v_{k} = :v_{k}" for k in values]
+        names.update({f"#v_{k}": k for k in values})
+        attr = {f":v_{k}": to_attr(v) for k, v in values.items()}
+        now = clock.format_rfc3339(self._now())
+        if finish:
+            sets += ["#st = :done", "finishedAt = :now"]
+            attr[":done"] = {"S": DONE}
+        expression = "SET " + ", ".join(sets) + (" REMOVE site, #cursor" if finish else "")
+        try:
+            self._ddb.update_item(
+                TableName=self._state, Key=self._key(site),
+                ConditionExpression="#st = :running AND requestedAt = :req AND seq = :seq",
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    ":running": {"S": RUNNING}, ":req": {"S": requested_at}, ":seq": {"N": str(seq)},
+                    ":next": {"N": str(seq + 1)}, ":now": {"S": now}, **attr,
+                },
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False  # a concurrent delivery of the same chunk advanced first
+            raise
+        return True
+
+    def _record(self, ref: str, state: Mapping[str, Any], requested_at: str, progress: Mapping[str, Any],
+                seq: int) -> dict[str, Any]:
+        finished = self._now()
+        record = {
+            "recordId": f"uninstall#{ref}#{requested_at}",
+            "day": finished.astimezone(UTC).date().isoformat(),
+            "recordedAt": clock.format_rfc3339(finished),
+            "action": "uninstall",
+            "subject": ref,
+            "source": {"reason": "uninstalled", "requestedAt": requested_at, "accounts": progress["accounts"],
+                       "accountsDropped": progress["dropped"], "chunks": seq + 1,
+                       "graceHours": state.get("graceHours", 0)},
+            "stores": progress["stores"],
+            "verified": all(v["remaining"] == 0 for v in progress["stores"].values()),
+            "startedAt": state.get("startedAt") or clock.format_rfc3339(finished),
+            "finishedAt": clock.format_rfc3339(finished),
+            "schema": AUDIT_SCHEMA,
+        }
+        if not set(record) <= set(AUDIT_ATTRIBUTES):  # the IAM condition would refuse the put
+            raise ValueError("audit record has attributes outside AUDIT_ATTRIBUTES")
+        return record
+
+    # ------------------------------------------------------------ the tick
+    def tick(self) -> dict[str, int]:
+        """Starts uninstalls whose grace period is over; re-sends the message of stalled runs."""
+        now = self._now()
+        started = resumed = 0
+        for item in self.list_states():
+            if item.get("state") == PENDING and item.get("site") and \
+                    clock.parse_rfc3339(item["dueAt"]) <= now:
+                started += self._start(item["site"], item["requestedAt"]) == "started"
+            elif item.get("state") == RUNNING and item.get("site") and \
+                    clock.parse_rfc3339(item["progressAt"]) <= now - STALE_AFTER:
+                # Duplicates are harmless (only seq == state.seq runs); a lost message is not.
+                self._send(LifecycleMessage("uninstall", item["site"], item["requestedAt"], int(item["seq"])))
+                resumed += 1
+        return {"uninstallsStarted": started, "uninstallsResumed": resumed}
+
+    def list_states(self) -> list[dict[str, Any]]:
+        """Every site's uninstall state. The state table is tiny (the reporter's item plus one per
+        uninstalled site), so reading it whole is cheaper than keeping an index of it."""
+        return list_states(self._ddb, self._state)
+
+
+def list_states(dynamodb: Any, state_table: str) -> list[dict[str, Any]]:
+    out, start = [], None
+    while True:
+        params: dict[str, Any] = {
+            "TableName": state_table, "ConsistentRead": True,
+            "FilterExpression": "begins_with(pk, :prefix)",
+            "ExpressionAttributeValues": {":prefix": {"S": STATE_PREFIX}},
+        }
+        if start:
+            params["ExclusiveStartKey"] = start
+        page = dynamodb.scan(**params)
+        out.extend(from_item(item) for item in page.get("Items", []))
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return out
+
+
+def status_rows(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pending and running uninstalls for `gdprctl status` (site ids, which the operator typed)."""
+    keep = ("site", "state", "requestedAt", "dueAt", "accounts", "dropped", "seq", "progressAt")
+    return sorted(({k: s[k] for k in keep if k in s} for s in states if s.get("state") in (PENDING, RUNNING)),
+                  key=lambda r: r.get("requestedAt", ""))
+
+
+def request_message(site: str, requested_at: datetime | None = None) -> str:
+    """The queue body the app (or gdprctl) sends when the app was uninstalled from `site`."""
+    when = requested_at or clock.now()
+    return LifecycleMessage("uninstall", validate_site(site), clock.format_rfc3339(when)).body()
+

@@ -1,0 +1,84 @@
+"""Issue 8's done-when on the sandbox, as an operator runs it: after `gdprctl sites uninstall SITE` and a
+drain, an account that lived only on SITE has nothing left and is no longer reported, while an account
+shared with another site keeps that site's data and is still reported once per cycle."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from datetime import timedelta
+
+import requests
+
+from gdpr_core.clock import format_rfc3339, now, parse_rfc3339
+
+from .conftest import gdprctl, personal_strings, run
+
+
+def test_uninstall_erases_the_site_and_keeps_shared_accounts_reported(tmp_path, demo_dataset):
+    answers = demo_dataset["answers"]
+    skip = set(answers["closed"]) | set(answers["updated"])
+    by_account: dict[str, list[dict]] = defaultdict(list)
+    for line in demo_dataset["lines"]:
+        if line["accountId"] not in skip:
+            by_account[line["accountId"]].append(line)
+    site = next(iter(by_account.values()))[0]["site"]
+    only = next(a for a, ls in by_account.items() if {ln["site"] for ln in ls} == {site})
+    shared = next(a for a, ls in by_account.items() if site in {ln["site"] for ln in ls} and len(ls) > 1)
+    elsewhere = next(a for a, ls in by_account.items() if site not in {ln["site"] for ln in ls})
+    lines = by_account[only] + by_account[shared] + by_account[elsewhere]
+    seed_file = tmp_path / "seed.jsonl"
+    seed_file.write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+
+    state = tmp_path / "state"
+    env = {"GDPR_SANDBOX_DIR": str(state)}
+    run([sys.executable, "-m", "gdpr_sandbox", "up"], env=env, timeout=180)
+    try:
+        endpoints = json.loads((state / "endpoints.json").read_text())
+        emulator = endpoints["emulator_url"]
+        requests.post(f"{emulator}/_emulator/config", json={"closed": [], "updated": []}, timeout=10)
+        gdprctl(state, "sandbox", "seed", str(seed_file))
+        start = parse_rfc3339(format_rfc3339(now()))
+        gdprctl(state, "report", "--now", format_rfc3339(start))  # new accounts are reported at once
+
+        queued = json.loads(gdprctl(state, "sites", "uninstall", site, "--json").stdout)
+        assert queued["queued"]["action"] == "uninstall"
+        gdprctl(state, "drain")
+        status = json.loads(gdprctl(state, "status", "--json").stdout)
+        assert status["lifecycle"]["uninstalls"] == [] and status["queues"]["dead_letter"] == 0
+
+        gone = json.loads(gdprctl(state, "subject", "export", only, "--json").stdout)
+        assert not any(gone.values()), gone
+        kept = json.loads(gdprctl(state, "subject", "export", shared, "--json").stdout)
+        other_sites = sorted({ln["site"] for ln in by_account[shared]} - {site})
+        assert kept["registry"][0]["sites"] == other_sites
+        assert kept["profile-cache"][0]["sites"] == other_sites
+        assert {r["key"] for r in kept["avatars"]} == {f"avatars/{shared}/{s}.png" for s in other_sites}
+        assert all(r.get("authorAccountId") == shared for r in kept["comments"])
+        assert len(kept["comments"]) == sum(len(ln.get("comments", [])) for ln in by_account[shared]
+                                            if ln["site"] != site)
+
+        audit = [json.loads(x) for x in gdprctl(state, "audit", "export").stdout.splitlines()]
+        (record,) = [r for r in audit if r["action"] == "uninstall"]
+        assert record["stores"]["registry"]["deleted"] == 1 and record["verified"] is True
+        text = json.dumps(record)
+        assert not any(s in text for s in personal_strings(lines)) and site not in text
+
+        # The next (7-day) cycle, walked to its end: the shared account once, the uninstalled one never.
+        since = requests.get(f"{emulator}/_emulator/log", timeout=10).json()["total"]
+        when = start + timedelta(days=14, minutes=-1)
+        for _ in range(6):
+            tick = json.loads(gdprctl(state, "report", "--now", format_rfc3339(when), "--json").stdout)
+            if tick.get("complete"):
+                break
+        log = requests.get(f"{emulator}/_emulator/log", params={"since": since}, timeout=10).json()["requests"]
+        reported = [a for r in log if r["status"] in (200, 204) for a in r["accountIds"]]
+        assert reported.count(shared) == 1 and reported.count(elsewhere) == 1 and only not in reported
+
+        files = [p for p in (state / "logs").rglob("*") if p.is_file()]
+        logs = "".join(p.read_text(errors="replace") for p in files)
+        assert files and "lifecycle message done" in logs
+        assert only not in logs and shared not in logs
+    finally:
+        run([sys.executable, "-m", "gdpr_sandbox", "down"], env=env, timeout=60)

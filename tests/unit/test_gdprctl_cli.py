@@ -1,0 +1,38 @@
+"""gdprctl's promises that need no sandbox: flags before or after the verb, clean errors, exit codes."""
+
+import pytest
+
+from gdprctl.main import build_parser, main
+
+
+@pytest.mark.parametrize("argv", [
+    ["--json", "status"], ["status", "--json"], ["--stack", "S", "status"], ["status", "--stack", "S"],
+])
+def test_global_flags_go_before_or_after_the_verb(argv):
+    args = build_parser().parse_args(argv)
+    assert args.json == ("--json" in argv)
+    assert args.stack == ("S" if "--stack" in argv else None)
+
+
+def test_no_sandbox_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GDPR_SANDBOX_DIR", str(tmp_path))
+    assert main(["status", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gdprctl: ") and "make up" in err and "Traceback" not in err
+
+
+def test_a_stack_without_a_region_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    assert main(["--stack", "gdpr-prod", "status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gdprctl: ") and "region" in err.lower() and "Traceback" not in err
+
+
+@pytest.mark.parametrize("now", ["", "garbage", "2026-12-10"])
+def test_report_refuses_a_bad_now_before_touching_anything(tmp_path, monkeypatch, capsys, now):
+    monkeypatch.setenv("GDPR_SANDBOX_DIR", str(tmp_path))
+    assert main(["report", "--now", now]) == 1
+    assert "RFC 3339" in capsys.readouterr().err

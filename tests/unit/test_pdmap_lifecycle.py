@@ -1,0 +1,129 @@
+"""The personal-data map's lifecycle fields: `uninstall` per store and `maxAgeDays`/`ageAttribute`,
+optional (older maps still load) but strict once given; and the uninstall message's validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from gdpr_core.erasure import pdmap
+from gdpr_core.erasure.engine import InvalidMessage
+from gdpr_core.lifecycle.uninstall import parse_lifecycle_message, request_message, validate_site
+
+RAW = json.loads(pdmap.DEFAULT_MAP_PATH.read_text())
+
+
+def _doc(store_name: str | None = None, **changes):
+    doc = copy.deepcopy(RAW)
+    if store_name:
+        store = next(s for s in doc["stores"] if s["name"] == store_name)
+        for key, value in changes.items():
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+    return doc
+
+
+def _error(doc) -> str:
+    with pytest.raises(pdmap.PersonalDataMapError) as info:
+        pdmap.parse(doc)
+    return str(info.value)
+
+
+def test_shipped_map_says_what_uninstall_and_retention_do():
+    m = pdmap.parse(RAW)
+    m.require_uninstall()
+    assert m.store("profile-cache").uninstall.action == "removeSite"
+    assert m.store("profile-cache").uninstall.site_attribute == "sites"
+    assert (m.store("profile-cache").max_age_days, m.store("profile-cache").age_attribute) == (30, "fetchedAt")
+    comments = m.store("comments").uninstall
+    assert (comments.action, comments.site_attribute, comments.remove) == ("scrub", "site", ("authorAccountId",))
+    assert m.store("avatars").site_key("abc", "x.atlassian.net") == "avatars/abc/x.atlassian.net.png"
+    assert m.store("consent").uninstall.action == "none"
+    assert m.store("registry").uninstall.action == "removeSite"
+    rows = {r["store"]: r for r in m.records_of_processing()}
+    assert rows["profile-cache"]["onUninstall"] == "removeSite" and rows["profile-cache"]["maxAgeDays"] == 30
+
+
+def test_maps_without_lifecycle_fields_still_load_but_refuse_to_uninstall():
+    doc = copy.deepcopy(RAW)
+    for store in doc["stores"]:
+        for key in ("uninstall", "maxAgeDays", "ageAttribute"):
+            store.pop(key, None)
+    m = pdmap.parse(doc)
+    assert all(s.uninstall is None and s.max_age_days is None for s in m.stores)
+    with pytest.raises(pdmap.PersonalDataMapError, match="no 'uninstall' policy"):
+        m.require_uninstall()
+
+
+@pytest.mark.parametrize(
+    ("store", "changes", "expected"),
+    [
+        ("comments", {"uninstall": None}, "store 'comments': field 'uninstall' is required once any store"),
+        ("comments", {"uninstall": "scrub"}, "store 'comments': field 'uninstall' must be an object"),
+        ("comments", {"uninstall": {"action": "tombstone"}}, "field 'uninstall.action' must be one of"),
+        ("comments", {"uninstall": {"action": "deleteItems"}}, "field 'uninstall.siteAttribute'"),
+        ("comments", {"uninstall": {"action": "deleteItems", "siteAttribute": "commentId"}},
+         "field 'uninstall.siteAttribute' cannot be part of the table key"),
+        ("comments", {"uninstall": {"action": "scrub", "siteAttribute": "site", "remove": ["authorAccountId"]}},
+         "store 'comments': field 'uninstall' scrub leaves personal attributes ['authorName']"),
+        ("comments", {"uninstall": {"action": "scrub", "siteAttribute": "site", "remove": ["authorAccountId", "site"],
+                                    "set": {"authorName": "x"}}}, "must not change siteAttribute"),
+        ("comments", {"uninstall": {"action": "none", "siteAttribute": "site"}},
+         "has unknown fields ['siteAttribute']"),
+        ("avatars", {"uninstall": {"action": "deleteObjects"}}, "field 'uninstall.keyTemplate'"),
+        ("avatars", {"uninstall": {"action": "deleteObjects", "keyTemplate": "avatars/{accountId}/x.png"}},
+         "must contain '{accountId}' and '{site}' exactly once each"),
+        ("avatars", {"uninstall": {"action": "deleteObjects", "keyTemplate": "other/{accountId}/{site}.png"}},
+         "must lie under prefixTemplate"),
+        ("avatars", {"uninstall": {"action": "deleteObjects", "keyTemplate": "avatars/{accountId}/{site}{x}"}},
+         "may use no placeholder but"),
+        ("avatars", {"uninstall": {"action": "removeSite"}}, "store 'avatars': field 'uninstall.action'"),
+        ("registry", {"uninstall": {"action": "none"}}, "store 'registry': field 'uninstall.action'"),
+        ("registry", {"uninstall": {"action": "removeSite", "siteAttribute": "x"}}, "has unknown fields"),
+        ("consent", {"uninstall": {"action": "hook"}}, "field 'uninstall.hook' must be a non-empty string"),
+        ("profile-cache", {"maxAgeDays": 0}, "field 'maxAgeDays' must be a whole number of days from 1 to 3650"),
+        ("profile-cache", {"maxAgeDays": True}, "field 'maxAgeDays' must be a whole number"),
+        ("profile-cache", {"maxAgeDays": 30.5}, "field 'maxAgeDays' must be a whole number"),
+        ("profile-cache", {"ageAttribute": None}, "field 'ageAttribute' must name the attribute"),
+        ("profile-cache", {"maxAgeDays": None}, "field 'maxAgeDays' is required when ageAttribute is given"),
+        ("profile-cache", {"ageAttribute": "accountId"}, "field 'ageAttribute' cannot be part of the table key"),
+        ("avatars", {"maxAgeDays": 30}, "is not known for kind 's3'"),
+    ],
+)
+def test_invalid_lifecycle_fields_are_rejected_naming_store_and_field(store, changes, expected):
+    assert expected in _error(_doc(store, **changes))
+
+
+def test_hook_uninstall_policy_is_accepted():
+    m = pdmap.parse(_doc("consent", uninstall={"action": "hook", "hook": "consent.forget_site"}))
+    assert m.store("consent").uninstall.hook == "consent.forget_site"
+
+
+# ------------------------------------------------------------------ the queue message
+def test_uninstall_message_round_trip_and_errors_never_echo_the_site():
+    body = request_message("acme.atlassian.net")
+    message = parse_lifecycle_message(body)
+    assert (message.action, message.site, message.seq) == ("uninstall", "acme.atlassian.net", None)
+    cases = [
+        ("not json", "body is not JSON"),
+        (json.dumps({"schema": 2, "action": "uninstall"}), "schema must be 1"),
+        (json.dumps({"schema": 1, "action": "uninstall", "site": "bad/site.example", "requestedAt":
+                     "2026-12-01T00:00:00Z"}), "site must be a site id"),
+        (json.dumps({"schema": 1, "action": "uninstall", "site": "a.example", "requestedAt": "yesterday"}),
+         "requestedAt is not an RFC 3339 timestamp"),
+        (json.dumps({"schema": 1, "action": "reinstall", "site": "a.example", "requestedAt": "2026-12-01T00:00:00Z",
+                     "seq": 1}), "seq must be a non-negative integer"),
+        (json.dumps({"schema": 1, "action": "uninstall", "site": "a.example", "requestedAt": "2026-12-01T00:00:00Z",
+                     "extra": "bad/site.example"}), "unknown fields ['extra']"),
+    ]
+    for raw, expected in cases:
+        with pytest.raises(InvalidMessage) as info:
+            parse_lifecycle_message(raw)
+        assert expected in str(info.value) and "bad/site" not in str(info.value)
+    for bad in ("", " x", "a/b", "a b", "x" * 300, None, 3):
+        with pytest.raises(ValueError):
+            validate_site(bad)
