@@ -183,11 +183,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"queues     {data['queues']['actions']} actions pending, {data['queues']['dead_letter']} dead letters",
         "reporter   " + (json.dumps(data["reporter"], default=str) if state else "has not run yet"),
     ])
-    data["lifecycle"] = _lifecycle_status(target)
+    data["lifecycle"] = _lifecycle_status(target, stores=not args.no_stores, now=_status_moment(state))
     text += "\nlifecycle  " + (", ".join(
         f"{r['site']} {r['state']}" + (f" until {r['dueAt']}" if r["state"] == "pending"
                                        else f" ({r.get('accounts', 0)} accounts)")
         for r in data["lifecycle"]["uninstalls"]) or "no site uninstall pending")
+    text += "\n" + _holdings_text(data["lifecycle"])
     data["alarms"] = _alarm_states(target, args.stack)
     text += "\nalarms     " + (", ".join(f"{k} {v}" for k, v in sorted(data["alarms"].items())) or "none")
     _emit(args, data, text)
@@ -304,12 +305,66 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lifecycle_status(target: Any) -> dict[str, Any]:
-    """Sites pending or being uninstalled (site ids: what the operator typed, not personal data of users)."""
+def _status_moment(reporter_state: dict[str, Any] | None) -> Any:
+    """Now, but never earlier than the reporter's last tick (as reporter_status does): a sandbox driven
+    with `gdprctl report --now T` lives ahead of the wall clock."""
+    from gdpr_core.clock import now
+
+    moment = now()
+    last_tick = ((reporter_state or {}).get("lastTickAt") or {}).get("S")
+    if last_tick:
+        try:
+            moment = max(moment, parse_rfc3339(last_tick))
+        except ValueError:
+            pass
+    return moment
+
+
+def _lifecycle_status(target: Any, stores: bool = True, now: Any = None) -> dict[str, Any]:
+    """Sites pending or being uninstalled (site ids: what the operator typed, not personal data of users),
+    the retention sweep's position, and (unless `stores` is false) the oldest copy held per store of the
+    personal-data map: store names, times and counts only."""
+    from gdpr_core.clock import format_rfc3339
+    from gdpr_core.erasure import pdmap
+    from gdpr_core.lifecycle.holdings import oldest_held, retention_position
     from gdpr_core.lifecycle.uninstall import list_states, status_rows
 
     env = target.env()["ErasureFunction"]
-    return {"uninstalls": status_rows(list_states(target.client("dynamodb"), env["STATE_TABLE"]))}
+    ddb = target.client("dynamodb")
+    data: dict[str, Any] = {"uninstalls": status_rows(list_states(ddb, env["STATE_TABLE"])),
+                            "retentionSweep": retention_position(ddb, env["STATE_TABLE"])}
+    if stores:
+        # The same map and environment as erasure and `subject export` (one source of truth for the stores).
+        pd_map = pdmap.load()
+        now = now or _status_moment(None)
+        data["oldestHeldAsOf"] = format_rfc3339(now)
+        data["oldestHeld"] = oldest_held(pd_map, pd_map.resolve(env), dynamodb=ddb, s3=target.client("s3"), now=now)
+    return data
+
+
+def _holdings_text(lifecycle: dict[str, Any]) -> str:
+    sweep = lifecycle.get("retentionSweep")
+    lines = ["retention  " + (
+        f"sweep at key {sweep['key']} ({sweep['keyIndex'] + 1} of {sweep['keys']}), saved {sweep['savedAt']}, "
+        f"last full pass {sweep['lastPassCompletedAt'] or 'not yet'}" if sweep else "sweep has not run yet")]
+    rows = lifecycle.get("oldestHeld")
+    if rows is None:
+        return "\n".join([*lines, "held       not read (--no-stores)"])
+    width = max((len(r["store"]) for r in rows), default=0)
+    for n, r in enumerate(rows):
+        if r.get("error"):
+            what = f"could not be read: {r['error']}"
+        elif r["basis"] == "untimed":
+            what = "no retrieval time kept (not read)"
+        else:
+            what = (f"oldest {r['oldestHeld']} ({r['ageDays']} days, {r['basis']})" if r["oldestHeld"]
+                    else f"no readable {r['basis']}" if r["copies"] else "nothing held") + f", {r['copies']} copies"
+            if r["pastMaxAge"] is not None:
+                what += f", {r['pastMaxAge']} past {r['maxAgeDays']} days"
+            if r["unreadable"]:
+                what += f", {r['unreadable']} without a readable time"
+        lines.append(("held       " if n == 0 else " " * 11) + f"{r['store']:<{width}}  {what}")
+    return "\n".join(lines)
 
 
 def cmd_sites_uninstall(args: argparse.Namespace) -> int:
@@ -376,7 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("drain", parents=[common], help="process the actions queue until it is empty")
     p.set_defaults(func=cmd_drain)
 
-    p = verbs.add_parser("status", parents=[common], help="cycle, position, registry and queue state")
+    p = verbs.add_parser("status", parents=[common],
+                         help="cycle, position, registry, queue and lifecycle state, oldest copy held per store")
+    p.add_argument("--no-stores", action="store_true",
+                   help="skip the oldest copy held per store: it reads every timed store once (a full Scan of "
+                        "each table with an age attribute and of the registry, a listing of each bucket), "
+                        "so its cost grows with the data held")
     p.set_defaults(func=cmd_status)
 
     subject = verbs.add_parser("subject", help="a data subject's rights").add_subparsers(dest="sub", required=True)

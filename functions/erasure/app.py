@@ -46,10 +46,11 @@ def _execute(action_key: dict, message, settings: Settings, pseudonymizer) -> di
                                  subject=action_key["subject"], now=clock.now)
 
 
-def _lifecycle_message(body: str) -> dict:
+def _lifecycle_message(body: str, lambda_context) -> dict:
     """uninstall / reinstall of a site (gdpr_core.lifecycle.uninstall); results name the site by hash only."""
     settings = Settings.from_env()
-    result = lifecycle.handle_message(body, os.environ, clients=aws.client,
+    time_left = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    result = lifecycle.handle_message(body, os.environ, clients=aws.client, time_left_ms=time_left,
                                       pseudonymizer=load_pseudonymizer(settings.pseudonym_key_secret_arn))
     if result.get("outcome") == "finished":
         metrics.add_metric(name="UninstallsCompleted", unit=MetricUnit.Count, value=1)
@@ -58,10 +59,10 @@ def _lifecycle_message(body: str) -> dict:
     return result
 
 
-def record_handler(record) -> dict:
+def record_handler(record, lambda_context=None) -> dict:
     try:
         if is_lifecycle_message(record.body):
-            return _lifecycle_message(record.body)
+            return _lifecycle_message(record.body, lambda_context)
         message = engine.parse_action_message(record.body)
         settings = Settings.from_env()
         pseudonymizer = load_pseudonymizer(settings.pseudonym_key_secret_arn)

@@ -54,8 +54,14 @@ class LambdaContext:
     memory_limit_in_mb = 512
     aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
 
+    remaining_ms = 120_000
+
     def get_remaining_time_in_millis(self) -> int:
-        return 120_000
+        return self.remaining_ms
+
+
+class HardKill(BaseException):
+    """A Lambda killed mid-run (timeout, out of memory): no except-Exception block gets to run."""
 
 
 @dataclass
@@ -69,22 +75,28 @@ class World:
     queue: str
     clock: clock.ManualClock
 
-    def invoke(self, messages: list[dict]) -> dict:
+    def invoke(self, messages: list[dict], context: LambdaContext | None = None) -> dict:
         records = []
         for m in messages:
             record = copy.deepcopy(SQS_SAMPLE["Records"][0])
             record.update(body=m["Body"], messageId=m["MessageId"], receiptHandle=m["ReceiptHandle"])
             records.append(record)
-        return self.app.lambda_handler({"Records": records}, LambdaContext())
+        return self.app.lambda_handler({"Records": records}, context or LambdaContext())
 
-    def drain(self, max_rounds: int = 2000) -> dict[str, int]:
-        """Emulates the event-source mapping: failed items become visible again (a redelivery)."""
-        seen = {"messages": 0, "failed": 0}
+    def drain(self, max_rounds: int = 2000, context: LambdaContext | None = None,
+              batch: int = 10) -> dict[str, int]:
+        """Emulates the event-source mapping: failed items become visible again (a redelivery); a
+        HardKill fails the whole batch, as a Lambda that died does."""
+        seen = {"messages": 0, "failed": 0, "killed": 0}
         for _ in range(max_rounds):
-            got = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10).get("Messages", [])
+            got = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=batch).get("Messages", [])
             if not got:
                 return seen
-            failed = {f["itemIdentifier"] for f in self.invoke(got)["batchItemFailures"]}
+            try:
+                failed = {f["itemIdentifier"] for f in self.invoke(got, context)["batchItemFailures"]}
+            except HardKill:
+                seen["killed"] += 1
+                failed = {m["MessageId"] for m in got}
             for m in got:
                 seen["messages"] += 1
                 if m["MessageId"] in failed:
@@ -336,8 +348,9 @@ def test_large_site_is_chunked_and_resumes_after_a_crash(chunked_world, monkeypa
     requested = _uninstall(w)
     seen = w.drain()
     assert calls["crashed"] == 1 and seen["failed"] == 1
-    # Chunks of 20 registry items each: 200 accounts -> 10 chunk messages (+ request, + the redelivery).
-    assert seen["messages"] == 1 + 10 + 1
+    # Chunks of 20 registry items each: 200 accounts -> 10 chunk messages, + the request, + the
+    # redelivery, which resumes after the last finished account (so one more page boundary at most).
+    assert 1 + 10 + 1 <= seen["messages"] <= 1 + 11 + 1
 
     assert {i["accountId"]["S"] for i in w.scan("REGISTRY_TABLE")} == set(elsewhere) | set(on_site[:50])
     assert all(w.profile(a) is None for a in on_site[50:])
@@ -349,12 +362,61 @@ def test_large_site_is_chunked_and_resumes_after_a_crash(chunked_world, monkeypa
     (record,) = w.audit()
     assert record["recordId"]["S"] == f"uninstall#{PZ.site(SITE)}#{requested}"
     source = engine_plain(record["source"])
-    # Accounts finished inside the crashed chunk before the crash are not matched again on the redo
-    # (their site is gone), so the counts cover what the run saw; the stores above prove the outcome.
-    assert source["chunks"] == 10 and 130 < source["accounts"] <= 150 and source["accountsDropped"] <= 100
+    # The accounts finished in the crashed chunk before the crash were saved with the error, so every
+    # account counts once: 150 on the site, 100 of them on no other site.
+    assert source["accounts"] == 150 and source["accountsDropped"] == 100
+    assert source["chunks"] == seen["messages"] - 2  # every chunk message but the failed delivery
+    stores = engine_plain(record["stores"])
+    assert stores["registry"] == {"found": 150, "deleted": 100, "scrubbed": 50, "remaining": 0}
+    # The crashed account's data went before the crash, so its redo finds nothing: at most one short.
+    assert 149 <= stores["avatars"]["found"] <= 150 and stores["avatars"]["deleted"] == stores["avatars"]["found"]
+    assert 447 <= stores["comments"]["scrubbed"] <= 450
     assert engine_plain(record["verified"]) is True
-    assert engine_plain(record["stores"])["avatars"]["remaining"] == 0
+    assert stores["avatars"]["remaining"] == 0
     _assert_no_pd(w.logs.getvalue(), on_site[:3], lines[:3])
+
+
+def test_a_hard_kill_loses_the_counts_of_fewer_accounts_than_a_checkpoint_interval(chunked_world, monkeypatch):
+    w = chunked_world
+    on_site = [f"5be2{n:020x}" for n in range(40)]
+    _seed(w, [line(a, SITE, n, comments=0) for n, a in enumerate(on_site)])
+    monkeypatch.setattr(lifecycle_uninstall, "CHECKPOINT_EVERY", 5)
+    from gdpr_core.lifecycle.uninstall import SiteEraser
+
+    original, calls = SiteEraser.remove_site, {"n": 0}
+
+    def killed(self, account_id, site):
+        calls["n"] += 1
+        if calls["n"] == 13:  # the 13th account of the first chunk: 12 finished, saved at 5 and 10
+            raise HardKill()
+        return original(self, account_id, site)
+
+    monkeypatch.setattr(SiteEraser, "remove_site", killed)
+    _uninstall(w)
+    seen = w.drain(batch=1)
+    assert seen["killed"] == 1
+    assert w.scan("REGISTRY_TABLE") == [] and all(w.profile(a) is None for a in on_site)
+    source = engine_plain(w.audit()[0]["source"])
+    # Accounts 11 and 12 finished after the last checkpoint and before the kill: the redo no longer
+    # matches them (their site is gone), so the record misses exactly those two.
+    assert source["accounts"] == 40 - 2 and source["accountsDropped"] == 40 - 2
+
+
+def test_a_chunk_short_of_time_hands_the_rest_of_its_page_to_the_next_message(chunked_world):
+    w = chunked_world
+    on_site = [f"5be2{n:020x}" for n in range(30)]
+    _seed(w, [line(a, SITE, n, comments=1) for n, a in enumerate(on_site)])
+    short = LambdaContext()
+    short.remaining_ms = lifecycle_uninstall.TIME_RESERVE_MS - 1  # below the reserve after every account
+    _uninstall(w)
+    seen = w.drain(context=short, batch=1)
+    # One account per chunk message (each stops after its first account), the request, and nothing lost.
+    assert seen["failed"] == 0 and seen["messages"] == 1 + 30
+    assert w.scan("REGISTRY_TABLE") == [] and all(w.profile(a) is None for a in on_site)
+    (record,) = w.audit()
+    source = engine_plain(record["source"])
+    assert source["accounts"] == 30 and source["accountsDropped"] == 30 and source["chunks"] == 30
+    assert engine_plain(record["stores"])["comments"]["scrubbed"] == 30
 
 
 def test_a_stalled_run_is_resumed_by_the_tick(chunked_world):

@@ -36,3 +36,19 @@ def test_report_refuses_a_bad_now_before_touching_anything(tmp_path, monkeypatch
     monkeypatch.setenv("GDPR_SANDBOX_DIR", str(tmp_path))
     assert main(["report", "--now", now]) == 1
     assert "RFC 3339" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["status"], ["status", "--no-stores"], ["--json", "status", "--no-stores"], ["status", "--no-stores", "--json"],
+])
+def test_status_no_stores_goes_with_the_global_flags(argv):
+    args = build_parser().parse_args(argv)
+    assert args.no_stores == ("--no-stores" in argv)
+    assert args.json == ("--json" in argv)
+
+
+def test_status_help_says_what_reading_the_stores_costs(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["status", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--no-stores" in out and "full Scan" in out and "grows with the data held" in out

@@ -61,10 +61,13 @@ def build_retention(env: Mapping[str, str], *, clients: Callable[[str], Any], ps
 
 
 def handle_message(body: str, env: Mapping[str, str], *, clients: Callable[[str], Any],
-                   pseudonymizer: Pseudonymizer, **overrides: Any) -> dict[str, Any]:
-    """One uninstall/reinstall message from the actions queue; the result holds no personal data."""
+                   pseudonymizer: Pseudonymizer, time_left_ms: Callable[[], int] | None = None,
+                   **overrides: Any) -> dict[str, Any]:
+    """One uninstall/reinstall message from the actions queue; the result holds no personal data.
+    `time_left_ms` (the Lambda context's) lets a chunk stop early and hand the rest to the next message."""
     message = parse_lifecycle_message(body)
-    result = build_uninstall(env, clients=clients, pseudonymizer=pseudonymizer, **overrides).handle(message)
+    service = build_uninstall(env, clients=clients, pseudonymizer=pseudonymizer, **overrides)
+    result = service.handle(message, time_left_ms)
     return {"action": message.action, **result}
 
 

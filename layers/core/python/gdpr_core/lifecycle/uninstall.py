@@ -21,6 +21,12 @@ and the conditional update that advances `seq` lets exactly one of two concurren
 next message. A crash after the update but before the send is healed by the lifecycle tick, which
 re-sends the message of any run that made no progress for STALE_AFTER.
 
+Inside a chunk, progress (cursor = the last finished account's key, running counts) is saved every
+CHECKPOINT_EVERY accounts, when a store fails (before the error goes back to SQS) and when the Lambda
+runs short of time (the rest of the page then continues in the next message). The redelivery resumes
+after the last finished account with its counts, so the audit record counts every account once; only
+a hard kill (timeout, out of memory) can lose the counts of at most CHECKPOINT_EVERY accounts.
+
 Per account: the site's data in every store (map `uninstall` policies), verified, then the site is
 removed from the registry item, and the item is dropped when no site is left (no tombstone: the
 account was not closed, it is simply no longer held, and not reported any more). Accounts on other
@@ -58,6 +64,8 @@ STATE_PREFIX = "uninstall#"
 PENDING, RUNNING, DONE, INSTALLED = "pending", "running", "done", "installed"
 STALE_AFTER = timedelta(minutes=30)  # > the queue's visibility timeout (12 min): a live chain is never stale
 DEFAULT_CHUNK = 200
+CHECKPOINT_EVERY = 50  # accounts between saved progress inside a chunk: 1 write per 50 accounts
+TIME_RESERVE_MS = 20_000  # stop a chunk early with this much Lambda time left (checkpoint + send)
 # Site ids go into S3 keys and conditions: no slashes, spaces or control characters.
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,254}")
 _COUNTS = ("found", "deleted", "scrubbed", "remaining")
@@ -290,6 +298,39 @@ def _stores_doc(totals: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, 
     return {name: {k: int(v.get(k, 0)) for k in _COUNTS} for name, v in totals.items()}
 
 
+_PART_MATCHES = "(attribute_not_exists(part) OR part = :part)"
+
+
+class _ChunkProgress:
+    """Running counts of one uninstall, as loaded from the state item plus this delivery's accounts."""
+
+    def __init__(self, state: Mapping[str, Any]):
+        self.totals: dict[str, dict[str, int]] = {k: dict(v) for k, v in (state.get("stores") or {}).items()}
+        self.accounts, self.dropped = int(state.get("accounts", 0)), int(state.get("dropped", 0))
+        self.part = int(state.get("part", 0))
+        self.last: str | None = None
+        self.unsaved = 0
+
+    def add(self, results: list[StoreResult], outcome: str, registry: str, account_id: str) -> None:
+        for result in results:
+            row = self.totals.setdefault(result.store, dict.fromkeys(_COUNTS, 0))
+            for k in _COUNTS:
+                row[k] += getattr(result, k)
+        if outcome != "absent":
+            self.accounts += 1
+            row = self.totals.setdefault(registry, dict.fromkeys(_COUNTS, 0))
+            row["found"] += 1
+            row["deleted" if outcome == "dropped" else "scrubbed"] += 1
+            self.dropped += outcome == "dropped"
+        self.last, self.unsaved = account_id, self.unsaved + 1
+
+    def saved(self) -> None:
+        self.part, self.unsaved = self.part + 1, 0
+
+    def doc(self) -> dict[str, Any]:
+        return {"stores": _stores_doc(self.totals), "accounts": self.accounts, "dropped": self.dropped}
+
+
 class UninstallService:
     def __init__(
         self,
@@ -326,12 +367,12 @@ class UninstallService:
     def _send(self, message: LifecycleMessage) -> None:
         self._sqs.send_message(QueueUrl=self._queue, MessageBody=message.body())
 
-    def handle(self, message: LifecycleMessage) -> dict[str, Any]:
+    def handle(self, message: LifecycleMessage, time_left_ms: Callable[[], int] | None = None) -> dict[str, Any]:
         if message.action == "reinstall":
             return self.reinstall(message.site, message.requested_at)
         if message.seq is None:
             return self.request(message.site, message.requested_at)
-        return self.run_chunk(message.site, message.requested_at, message.seq)
+        return self.run_chunk(message.site, message.requested_at, message.seq, time_left_ms)
 
     # ------------------------------------------------------------ request / reinstall
     def request(self, site: str, requested_at: str) -> dict[str, Any]:
@@ -350,7 +391,7 @@ class UninstallService:
                 ),
                 UpdateExpression=(
                     "SET #st = :pending, site = :site, siteRef = :ref, requestedAt = :req, dueAt = :due, "
-                    "graceHours = :grace REMOVE seq, #cursor, stores, accounts, dropped, startedAt, "
+                    "graceHours = :grace REMOVE seq, part, #cursor, stores, accounts, dropped, startedAt, "
                     "finishedAt, progressAt, recordId"
                 ),
                 ExpressionAttributeNames={"#st": "state", "#cursor": "cursor"},
@@ -381,8 +422,8 @@ class UninstallService:
             self._ddb.update_item(
                 TableName=self._state, Key=self._key(site),
                 ConditionExpression="#st = :pending AND requestedAt = :req",
-                UpdateExpression="SET #st = :running, seq = :zero, startedAt = :now, progressAt = :now, "
-                                 "accounts = :zero, dropped = :zero, stores = :stores",
+                UpdateExpression="SET #st = :running, seq = :zero, part = :zero, startedAt = :now, "
+                                 "progressAt = :now, accounts = :zero, dropped = :zero, stores = :stores",
                 ExpressionAttributeNames={"#st": "state"},
                 ExpressionAttributeValues={
                     ":pending": {"S": PENDING}, ":running": {"S": RUNNING}, ":req": {"S": requested_at},
@@ -427,7 +468,8 @@ class UninstallService:
         return {"outcome": "cancelled" if was == PENDING else "recorded", "siteRef": self._site_ref(site)}
 
     # ------------------------------------------------------------ chunks
-    def run_chunk(self, site: str, requested_at: str, seq: int) -> dict[str, Any]:
+    def run_chunk(self, site: str, requested_at: str, seq: int,
+                  time_left_ms: Callable[[], int] | None = None) -> dict[str, Any]:
         state = self._load(site)
         ref = self._site_ref(site)
         if not state or state.get("state") != RUNNING or state.get("requestedAt") != requested_at \
@@ -444,39 +486,76 @@ class UninstallService:
         if state.get("cursor"):
             params["ExclusiveStartKey"] = {"accountId": {"S": state["cursor"]}}
         page = self._ddb.scan(**params)
-        totals: dict[str, dict[str, int]] = {k: dict(v) for k, v in (state.get("stores") or {}).items()}
-        accounts, dropped = int(state.get("accounts", 0)), int(state.get("dropped", 0))
-        for item in page.get("Items", []):
-            account_id = item["accountId"]["S"]
-            for result in self.eraser.erase_site(account_id, site, now):
-                row = totals.setdefault(result.store, dict.fromkeys(_COUNTS, 0))
-                for k in _COUNTS:
-                    row[k] += getattr(result, k)
-            outcome = self.eraser.remove_site(account_id, site)
-            if outcome != "absent":
-                accounts += 1
-                row = totals.setdefault(self.eraser.registry.name, dict.fromkeys(_COUNTS, 0))
-                row["found"] += 1
-                row["deleted" if outcome == "dropped" else "scrubbed"] += 1
-                dropped += outcome == "dropped"
-        cursor = (page.get("LastEvaluatedKey") or {}).get("accountId", {}).get("S")
-        progress = {"stores": _stores_doc(totals), "accounts": accounts, "dropped": dropped}
+        run = _ChunkProgress(state)
+        items = page.get("Items", [])
+        cut_short = False
+        try:
+            for n, item in enumerate(items, start=1):
+                account_id = item["accountId"]["S"]
+                run.add(self.eraser.erase_site(account_id, site, now), self.eraser.remove_site(account_id, site),
+                        self.eraser.registry.name, account_id)
+                if n == len(items):
+                    break
+                if time_left_ms is not None and time_left_ms() < TIME_RESERVE_MS:
+                    cut_short = True  # the rest of the page goes on in the next message
+                    break
+                if run.unsaved >= CHECKPOINT_EVERY and not self._checkpoint(site, requested_at, seq, run):
+                    return {"outcome": "stale", "siteRef": ref}
+        except Exception:
+            if run.unsaved:
+                # Save what finished, so the redelivery neither repeats nor forgets it; the error stands.
+                try:
+                    self._checkpoint(site, requested_at, seq, run)
+                except Exception:  # noqa: BLE001, S110 - the original error is the one to report
+                    pass
+            raise
+        if cut_short:
+            cursor = run.last
+        else:
+            cursor = (page.get("LastEvaluatedKey") or {}).get("accountId", {}).get("S")
+        progress = run.doc()
         if cursor:
-            if not self._advance(site, requested_at, seq, {**progress, "cursor": cursor}):
+            if not self._advance(site, requested_at, seq, {**progress, "cursor": cursor}, part=run.part):
                 return {"outcome": "stale", "siteRef": ref}
             self._send(LifecycleMessage("uninstall", site, requested_at, seq + 1))
-            return {"outcome": "chunk", "siteRef": ref, "seq": seq, "accounts": accounts}
+            return {"outcome": "chunk", "siteRef": ref, "seq": seq, "accounts": run.accounts}
         record = self._record(ref, state, requested_at, progress, seq)
         written = self._audit.write(record)
-        if not self._advance(site, requested_at, seq, {**progress, "recordId": record["recordId"]}, finish=True):
+        if not self._advance(site, requested_at, seq, {**progress, "recordId": record["recordId"]}, finish=True,
+                             part=run.part):
             return {"outcome": "stale", "siteRef": ref}
         return {"outcome": "finished", "siteRef": ref, "recordId": record["recordId"], "recorded": written,
-                "accounts": accounts, "dropped": dropped, "stores": progress["stores"]}
+                "accounts": run.accounts, "dropped": run.dropped, "stores": progress["stores"]}
+
+    def _checkpoint(self, site: str, requested_at: str, seq: int, run: _ChunkProgress) -> bool:
+        """Saves progress inside chunk `seq` (same seq: a redelivery resumes after `run.last`)."""
+        values = {**run.doc(), "cursor": run.last}
+        names = {f"#v_{k}": k for k in values}
+        attr = {f":v_{k}": to_attr(v) for k, v in values.items()}
+        try:
+            self._ddb.update_item(
+                TableName=self._state, Key=self._key(site),
+                ConditionExpression="#st = :running AND requestedAt = :req AND seq = :seq AND " + _PART_MATCHES,
+                UpdateExpression="SET part = :next, progressAt = :now, "
+                                 + ", ".join(f"#v_{k} = :v_{k}" for k in values),
+                ExpressionAttributeNames={"#st": "state", **names},
+                ExpressionAttributeValues={
+                    ":running": {"S": RUNNING}, ":req": {"S": requested_at}, ":seq": {"N": str(seq)},
+                    ":part": {"N": str(run.part)}, ":next": {"N": str(run.part + 1)},
+                    ":now": {"S": clock.format_rfc3339(self._now())}, **attr,
+                },
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False  # another delivery of this chunk saved first: it carries on, this one stops
+            raise
+        run.saved()
+        return True
 
     def _advance(self, site: str, requested_at: str, seq: int, values: Mapping[str, Any],
-                 finish: bool = False) -> bool:
+                 finish: bool = False, part: int = 0) -> bool:
         names = {"#st": "state", **({"#cursor": "cursor"} if finish else {})}
-        sets = ["seq = :next", "progressAt = :now"] + [f"#v_{k} = :v_{k}" for k in values]
+        sets = ["seq = :next", "progressAt = :now", "part = :zero"] + [f"#v_{k} = :v_{k}" for k in values]
         names.update({f"#v_{k}": k for k in values})
         attr = {f":v_{k}": to_attr(v) for k, v in values.items()}
         now = clock.format_rfc3339(self._now())
@@ -487,12 +566,13 @@ class UninstallService:
         try:
             self._ddb.update_item(
                 TableName=self._state, Key=self._key(site),
-                ConditionExpression="#st = :running AND requestedAt = :req AND seq = :seq",
+                ConditionExpression="#st = :running AND requestedAt = :req AND seq = :seq AND " + _PART_MATCHES,
                 UpdateExpression=expression,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={
                     ":running": {"S": RUNNING}, ":req": {"S": requested_at}, ":seq": {"N": str(seq)},
-                    ":next": {"N": str(seq + 1)}, ":now": {"S": now}, **attr,
+                    ":next": {"N": str(seq + 1)}, ":now": {"S": now}, ":part": {"N": str(part)},
+                    ":zero": {"N": "0"}, **attr,
                 },
             )
         except Exception as exc:
