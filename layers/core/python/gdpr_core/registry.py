@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from . import clock
+from .adapters.aws import lazy_client
 from .ids import validate_account_id
 from .pseudonym import Pseudonymizer
 from .reporting.planner import NEW_KEY, QUARANTINE_KEY
@@ -45,19 +46,23 @@ class Registry:
         self.pseudonymizer = pseudonymizer
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            # Imported here so the domain can import this module without pulling in boto3.
-            from .adapters import aws
-
-            self._client = aws.client("dynamodb")
-        return self._client
+    client = lazy_client("dynamodb")
 
     def _conditional_failed(self, error: Exception) -> bool:
         return (
             getattr(error, "response", {}).get("Error", {}).get("Code") == "ConditionalCheckFailedException"
         )
+
+    def _conditional_update(self, account_id: str, **request: Any) -> dict[str, Any] | None:
+        """update_item on the account's item: DynamoDB's answer, or None when the condition did not hold."""
+        try:
+            return self.client.update_item(
+                TableName=self.table_name, Key={"accountId": {"S": account_id}}, **request
+            )
+        except Exception as error:
+            if self._conditional_failed(error):
+                return None
+            raise
 
     def tombstone_key(self, account_id: str) -> str:
         return TOMBSTONE_PREFIX + self.pseudonymizer.account(account_id)
@@ -79,34 +84,28 @@ class Registry:
         if "Item" in tombstone:
             raise AccountErased("account was erased after it was closed; registration refused")
         retrieved = clock.format_rfc3339(retrieved_at)
-        try:
-            answer = self.client.update_item(
-                TableName=self.table_name,
-                Key={"accountId": {"S": account_id}},
-                # Only new or active items: an `erasing` item must never get its reportKey back.
-                ConditionExpression="attribute_not_exists(accountId) OR #status = :active",
-                UpdateExpression=(
-                    "ADD sites :site "
-                    "SET #status = :active, updatedAt = if_not_exists(updatedAt, :retrieved), "
-                    "reportKey = if_not_exists(reportKey, :new), "
-                    "registeredAt = if_not_exists(registeredAt, :now)"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":site": {"SS": [site]},
-                    ":active": {"S": STATUS_ACTIVE},
-                    ":retrieved": {"S": retrieved},
-                    ":new": {"S": NEW_KEY},
-                    ":now": {"S": clock.format_rfc3339(clock.now())},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except Exception as error:
-            if self._conditional_failed(error):
-                raise AccountErased(
-                    "account is being erased after it was closed; registration refused"
-                ) from None
-            raise
+        answer = self._conditional_update(
+            account_id,
+            # Only new or active items: an `erasing` item must never get its reportKey back.
+            ConditionExpression="attribute_not_exists(accountId) OR #status = :active",
+            UpdateExpression=(
+                "ADD sites :site "
+                "SET #status = :active, updatedAt = if_not_exists(updatedAt, :retrieved), "
+                "reportKey = if_not_exists(reportKey, :new), "
+                "registeredAt = if_not_exists(registeredAt, :now)"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":site": {"SS": [site]},
+                ":active": {"S": STATUS_ACTIVE},
+                ":retrieved": {"S": retrieved},
+                ":new": {"S": NEW_KEY},
+                ":now": {"S": clock.format_rfc3339(clock.now())},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        if answer is None:
+            raise AccountErased("account is being erased after it was closed; registration refused")
         stored = answer["Attributes"]["updatedAt"]["S"]
         # Fixed-width UTC strings compare like the instants they denote.
         if stored > retrieved:
@@ -114,18 +113,14 @@ class Registry:
 
     def _lower_updated_at(self, account_id: str, retrieved: str) -> None:
         """Keeps the oldest retrieval time: only ever moves updatedAt backwards."""
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"accountId": {"S": account_id}},
-                ConditionExpression="#status = :active AND updatedAt > :retrieved",
-                UpdateExpression="SET updatedAt = :retrieved",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":active": {"S": STATUS_ACTIVE}, ":retrieved": {"S": retrieved}},
-            )
-        except Exception as error:
-            if not self._conditional_failed(error):
-                raise  # a concurrent older retrieval won, or the account moved to erasing: both fine
+        # A failed condition is fine: a concurrent older retrieval won, or the account moved to erasing.
+        self._conditional_update(
+            account_id,
+            ConditionExpression="#status = :active AND updatedAt > :retrieved",
+            UpdateExpression="SET updatedAt = :retrieved",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":active": {"S": STATUS_ACTIVE}, ":retrieved": {"S": retrieved}},
+        )
 
     # ---------------------------------------------------------------- reporter side
     def query_due(self, report_key: str, after_account_id: str | None = None, limit: int = 500) -> DuePage:
@@ -157,43 +152,31 @@ class Registry:
 
     def mark_reported_first(self, account_id: str, shard_key: str, cycle: int) -> bool:
         """Moves a new account into its shard; False if it was no longer `new` (already moved)."""
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"accountId": {"S": account_id}},
-                ConditionExpression="reportKey = :new",
-                UpdateExpression="SET reportKey = :shard, firstCycle = :cycle",
-                ExpressionAttributeValues={
-                    ":new": {"S": NEW_KEY},
-                    ":shard": {"S": shard_key},
-                    ":cycle": {"N": str(cycle)},
-                },
-            )
-        except Exception as error:
-            if self._conditional_failed(error):
-                return False
-            raise
-        return True
+        answer = self._conditional_update(
+            account_id,
+            ConditionExpression="reportKey = :new",
+            UpdateExpression="SET reportKey = :shard, firstCycle = :cycle",
+            ExpressionAttributeValues={
+                ":new": {"S": NEW_KEY},
+                ":shard": {"S": shard_key},
+                ":cycle": {"N": str(cycle)},
+            },
+        )
+        return answer is not None
 
     def mark_erasing(self, account_id: str) -> bool:
         """active → erasing and out of the due-index; False if it already was not active (idempotent)."""
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"accountId": {"S": account_id}},
-                ConditionExpression="#status = :active",
-                UpdateExpression="SET #status = :erasing REMOVE reportKey",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":active": {"S": STATUS_ACTIVE},
-                    ":erasing": {"S": STATUS_ERASING},
-                },
-            )
-        except Exception as error:
-            if self._conditional_failed(error):
-                return False
-            raise
-        return True
+        answer = self._conditional_update(
+            account_id,
+            ConditionExpression="#status = :active",
+            UpdateExpression="SET #status = :erasing REMOVE reportKey",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":active": {"S": STATUS_ACTIVE},
+                ":erasing": {"S": STATUS_ERASING},
+            },
+        )
+        return answer is not None
 
     def quarantine(self, account_id: str, from_key: str, reason: str, cycle: int) -> bool:
         """Moves an account Atlassian refused on its own out of the walk into the sparse `quarantine` key.
@@ -201,30 +184,24 @@ class Registry:
         It stays `active` (its PD is still held and must be dealt with by an operator); `reason` is
         Atlassian's errorType, never a message that could echo the id. False if the account had moved.
         """
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"accountId": {"S": account_id}},
-                ConditionExpression="#status = :active AND reportKey = :from",
-                UpdateExpression=(
-                    "SET reportKey = :quarantine, quarantineReason = :reason, quarantinedAt = :now, "
-                    "quarantinedFrom = :from, quarantineCycle = :cycle"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":active": {"S": STATUS_ACTIVE},
-                    ":from": {"S": from_key},
-                    ":quarantine": {"S": QUARANTINE_KEY},
-                    ":reason": {"S": reason},
-                    ":now": {"S": clock.format_rfc3339(clock.now())},
-                    ":cycle": {"N": str(cycle)},
-                },
-            )
-        except Exception as error:
-            if self._conditional_failed(error):
-                return False
-            raise
-        return True
+        answer = self._conditional_update(
+            account_id,
+            ConditionExpression="#status = :active AND reportKey = :from",
+            UpdateExpression=(
+                "SET reportKey = :quarantine, quarantineReason = :reason, quarantinedAt = :now, "
+                "quarantinedFrom = :from, quarantineCycle = :cycle"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":active": {"S": STATUS_ACTIVE},
+                ":from": {"S": from_key},
+                ":quarantine": {"S": QUARANTINE_KEY},
+                ":reason": {"S": reason},
+                ":now": {"S": clock.format_rfc3339(clock.now())},
+                ":cycle": {"N": str(cycle)},
+            },
+        )
+        return answer is not None
 
     def count_quarantined(self) -> int:
         return count_quarantined(self.client, self.table_name)

@@ -28,6 +28,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from .. import clock
+from ..adapters.aws import lazy_client
 from ..pseudonym import Pseudonymizer
 from .model import UPDATED, ConsentEvent, make_version, requires_opt_in
 
@@ -75,13 +76,7 @@ class ConsentStore:
         self._pseudonymizer = pseudonymizer
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from ..adapters import aws  # lazy: keeps boto3 client creation off the import path
-
-            self._client = aws.client("dynamodb")
-        return self._client
+    client = lazy_client("dynamodb")
 
     def subject_key(self, email: str) -> str:
         return "subject#" + self._pseudonymizer.email(email)
@@ -129,8 +124,7 @@ class ConsentStore:
         except ClientError as error:
             if not _is_conditional_failure(error):
                 raise
-            old = error.response.get("Item")
-            return _from_ddb(old) if old else self._get(pk, item["sk"])
+            return self._item_that_failed(error, pk, item["sk"])
 
     def _apply_update(self, pk: str, event: ConsentEvent) -> tuple[str, bool]:
         version = event.version
@@ -174,8 +168,7 @@ class ConsentStore:
             except ClientError as error:
                 if not _is_conditional_failure(error):
                     raise
-                old_raw = error.response.get("Item")
-                old = _from_ddb(old_raw) if old_raw else self._get(pk, LATEST)
+                old = self._item_that_failed(error, pk, LATEST)
             if (old.get(attr) or {}).get("version") == version:
                 applied = True  # an earlier attempt of this very delivery got here first
             elif old.get("erasedVersion", "") >= version:
@@ -276,8 +269,7 @@ class ConsentStore:
         except ClientError as error:
             if not _is_conditional_failure(error):
                 raise
-            old = error.response.get("Item")
-            return _from_ddb(old) if old else self._get(pk, PUSH_PREFIX + request.push_id)
+            return self._item_that_failed(error, pk, PUSH_PREFIX + request.push_id)
 
     def finish_push(self, request: Any, outcome: str, message_id: str, status: int | str | None = None) -> None:
         """Records how an attempt ended: `accepted`, `rejected`, `pending` (will retry) or `superseded`."""
@@ -370,6 +362,11 @@ class ConsentStore:
         )
         return _from_ddb(answer.get("Item"))
 
+    def _item_that_failed(self, error: ClientError, pk: str, sk: str) -> dict[str, Any]:
+        """The item a conditional write found: as returned with the failure (ALL_OLD), else read again."""
+        old = error.response.get("Item")
+        return _from_ddb(old) if old else self._get(pk, sk)
+
     def _rewrite_latest(
         self, pk: str, seen: dict[str, Any], set_values: dict[str, Any], remove: list[str]
     ) -> bool:
@@ -417,13 +414,7 @@ class ConsentStore:
             "ProjectionExpression": projection,
             "ConsistentRead": True,
         }
-        while True:
-            page = self.client.query(**kwargs)
-            for item in page.get("Items", []):
-                yield _from_ddb(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        yield from self._query_all(kwargs)
 
     def _strip_history(self, pk: str, erased_version: str) -> None:
         projection = "pk, sk, version, " + ", ".join(HISTORY_PAYLOAD)
@@ -466,6 +457,10 @@ class ConsentStore:
             "KeyConditionExpression": "accountRef = :ref",
             "ExpressionAttributeValues": {":ref": {"S": account_ref}},
         }
+        yield from self._query_all(kwargs)
+
+    def _query_all(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item of a query, page after page, as plain values."""
         while True:
             page = self.client.query(**kwargs)
             for item in page.get("Items", []):

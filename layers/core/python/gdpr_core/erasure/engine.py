@@ -147,7 +147,8 @@ class ActionMessage:
         return data
 
 
-def parse_action_message(body: str | bytes | None) -> ActionMessage:
+def load_queue_document(body: str | bytes | None) -> dict[str, Any]:
+    """The JSON object of a schema-1 actions-queue body (erasure or site lifecycle), fields unchecked."""
     try:
         doc = json.loads(body or "")
     except (ValueError, UnicodeDecodeError):
@@ -156,6 +157,11 @@ def parse_action_message(body: str | bytes | None) -> ActionMessage:
         raise InvalidMessage("body is not a JSON object")
     if doc.get("schema") != 1 or isinstance(doc.get("schema"), bool):
         raise InvalidMessage("schema must be 1")
+    return doc
+
+
+def parse_action_message(body: str | bytes | None) -> ActionMessage:
+    doc = load_queue_document(body)
     action = doc.get("action")
     if action not in ACTIONS:
         raise InvalidMessage("action must be erase or refresh")

@@ -56,6 +56,7 @@ from ..erasure.engine import (
     VerificationFailed,
     error_code,
     from_item,
+    load_queue_document,
     to_attr,
 )
 
@@ -107,14 +108,7 @@ def is_lifecycle_message(body: str | bytes | None) -> bool:
 
 
 def parse_lifecycle_message(body: str | bytes | None) -> LifecycleMessage:
-    try:
-        doc = json.loads(body or "")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidMessage("body is not JSON") from None
-    if not isinstance(doc, dict):
-        raise InvalidMessage("body is not a JSON object")
-    if doc.get("schema") != 1 or isinstance(doc.get("schema"), bool):
-        raise InvalidMessage("schema must be 1")
+    doc = load_queue_document(body)
     if doc.get("action") not in ACTIONS:
         raise InvalidMessage("action must be uninstall or reinstall")
     unknown = set(doc) - {"schema", "action", "site", "requestedAt", "seq"}

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from .. import clock
+from ..adapters.aws import lazy_client
 from ..ids import TEST_ACCOUNT_ACTIVE, is_valid_account_id
 from . import contract
 from .planner import (
@@ -499,13 +500,7 @@ class DynamoStateStore:
         self.table_name = table_name
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from ..adapters import aws
-
-            self._client = aws.client("dynamodb")
-        return self._client
+    client = lazy_client("dynamodb")
 
     def load(self) -> CycleState | None:
         answer = self.client.get_item(
@@ -545,13 +540,7 @@ class SqsActionSender:
         self._client = client
         self.attempts = attempts
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from ..adapters import aws
-
-            self._client = aws.client("sqs")
-        return self._client
+    client = lazy_client("sqs")
 
     def send(self, messages: Sequence[Mapping[str, Any]]) -> int:
         sent = 0
