@@ -24,17 +24,18 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 from gdpr_core import clock
 
+from .emulator_http import CONFIG_PATH as CONFIG_PATH  # re-exported, as before
+from .emulator_http import LOG_PATH as LOG_PATH
+from .emulator_http import MAX_BODY_BYTES as MAX_BODY_BYTES
+from .emulator_http import EmulatorHandler, EmulatorServer, parse_failures
+
 REPORT_PATH = "/app/report-accounts/"
-LOG_PATH = "/_emulator/log"
-CONFIG_PATH = "/_emulator/config"
 MAX_ACCOUNTS = 90
-MAX_BODY_BYTES = 1_000_000
 CLOSED_TEST_ACCOUNT = "5be24ba3f91c106033269289"
 DEFAULT_TOKEN = "emulator-token"  # noqa: S105 - a fixed test token for a local emulator
 
@@ -63,7 +64,42 @@ class _BadRequest(Exception):
         self.message = message
 
 
-class AtlassianEmulator:
+class _Handler(EmulatorHandler):
+    server_version = "AtlassianEmulator/1"
+
+    def _error(self, status: int, message: str, error_type: str) -> None:
+        self._json(status, {"errorType": error_type, "errorMessage": message})
+
+    def _serve_log(self, query: str) -> None:
+        since = parse_qs(query).get("since", ["0"])[0]
+        if not since.isdigit():
+            self._error(400, "since must be a count", "InvalidQuery")
+            return
+        entries, total = self.emulator.requests_since(int(since))
+        self._json(200, {"requests": entries, "total": total})
+
+    def _serve_api(self, path: str, raw: bytes) -> None:
+        if path != REPORT_PATH:
+            self._not_found()
+            return
+        status, headers, body, ids = self.emulator.handle_report(self.headers, raw)
+        self.emulator.record(
+            {
+                "time": _now_text(),
+                "method": "POST",
+                "path": path,
+                "status": status,
+                "accounts": len(ids),
+                "accountIds": ids,
+            }
+        )
+        self._send(status, headers, body)
+
+
+class AtlassianEmulator(EmulatorServer):
+    handler_class = _Handler
+    thread_name = "atlassian-emulator"
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -75,12 +111,8 @@ class AtlassianEmulator:
         cycle_period: str | None = None,
         rate_limit: Mapping[str, float] | None = None,
     ):
-        self.host = host
-        self._port = port
-        self._lock = threading.Lock()
-        self._log: list[dict[str, Any]] = []
+        super().__init__(host, port)
         self._recent: deque[float] = deque()  # monotonic times of recent report requests
-        self._failures: dict[str, Any] = {"status": 503, "count": 0, "retryAfter": None}
         self.tokens: set[str] = set()
         self.closed: set[str] = set()
         self.updated: dict[str, datetime | None] = {}
@@ -97,51 +129,8 @@ class AtlassianEmulator:
                 "rateLimit": dict(rate_limit) if rate_limit else None,
             }
         )
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # ---------------------------------------------------------------- lifecycle
-    def start(self) -> AtlassianEmulator:
-        if self._server is not None:
-            return self
-        self._server = ThreadingHTTPServer((self.host, self._port), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="atlassian-emulator", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> AtlassianEmulator:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("emulator is not running")
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(entry) for entry in self._log]
-
+    # ---------------------------------------------------------------- the request log
     def requests_since(self, start: int) -> tuple[list[dict[str, Any]], int]:
         with self._lock:
             return [dict(entry) for entry in self._log[max(0, start) :]], len(self._log)
@@ -193,14 +182,7 @@ class AtlassianEmulator:
                     "retryAfter": value.get("retryAfter", 1),
                 }
         if "failures" in config:
-            value = config["failures"]
-            if not isinstance(value, Mapping) or not 400 <= int(value.get("status", 503)) <= 599:
-                raise ValueError("failures needs a 4xx/5xx status and a count")
-            changes["failures"] = {
-                "status": int(value.get("status", 503)),
-                "count": max(0, int(value.get("count", 1))),
-                "retryAfter": value.get("retryAfter"),
-            }
+            changes["failures"] = parse_failures(config["failures"])
         with self._lock:
             for key in ("tokens", "closed", "updated", "cycle_period", "rate_limit", "refused", "odd_answers"):
                 if key in changes:
@@ -291,17 +273,6 @@ class AtlassianEmulator:
             self._recent.append(now)
             return None
 
-    def _take_failure(self) -> tuple[int, Any] | None:
-        with self._lock:
-            if self._failures["count"] <= 0:
-                return None
-            self._failures["count"] -= 1
-            return self._failures["status"], self._failures["retryAfter"]
-
-    def record(self, entry: dict[str, Any]) -> None:
-        with self._lock:
-            self._log.append(entry)
-
 
 def _strings(value: Any, name: str) -> list[str]:
     if not isinstance(value, list | tuple | set) or not all(isinstance(v, str) for v in value):
@@ -353,81 +324,6 @@ def _validate(headers: Mapping[str, str], raw: bytes) -> list[tuple[str, datetim
             raise _BadRequest("InvalidTimestamp", f"accounts[{index}].updatedAt is not RFC 3339")
         parsed.append((account_id, when))
     return parsed
-
-
-def _make_handler(emulator: AtlassianEmulator) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "AtlassianEmulator/1"
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            pass  # the request log below is the record; stderr noise helps nobody
-
-        def _read_body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                raise ValueError("body too large")
-            return self.rfile.read(length) if length else b""
-
-        def _answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            if status != 204:
-                self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if status != 204 and body:
-                self.wfile.write(body)
-
-        def _json(self, status: int, payload: Any) -> None:
-            self._answer(status, {"Content-Type": "application/json"}, json.dumps(payload).encode())
-
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-            path, _, query = self.path.partition("?")
-            if path == LOG_PATH:
-                since = parse_qs(query).get("since", ["0"])[0]
-                if not since.isdigit():
-                    self._json(400, {"errorType": "InvalidQuery", "errorMessage": "since must be a count"})
-                    return
-                entries, total = emulator.requests_since(int(since))
-                self._json(200, {"requests": entries, "total": total})
-            else:
-                self._json(404, {"message": "Not Found"})
-
-        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-            path = self.path.split("?")[0]
-            try:
-                raw = self._read_body()
-            except ValueError:
-                self.close_connection = True
-                self._json(413, {"errorType": "TooLarge", "errorMessage": "body too large"})
-                return
-            if path == CONFIG_PATH:
-                try:
-                    config = json.loads(raw or b"{}")
-                    if not isinstance(config, dict):
-                        raise ValueError("config must be a JSON object")
-                    self._json(200, emulator.configure(config))
-                except (ValueError, TypeError) as error:
-                    self._json(400, {"errorType": "InvalidConfig", "errorMessage": str(error)})
-                return
-            if path != REPORT_PATH:
-                self._json(404, {"message": "Not Found"})
-                return
-            status, headers, body, ids = emulator.handle_report(self.headers, raw)
-            emulator.record(
-                {
-                    "time": _now_text(),
-                    "method": "POST",
-                    "path": path,
-                    "status": status,
-                    "accounts": len(ids),
-                    "accountIds": ids,
-                }
-            )
-            self._answer(status, headers, body)
-
-    return Handler
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,65 +16,44 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import threading
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from gdpr_core import clock
 from gdpr_core.consent.model import requires_opt_in
 from gdpr_core.pseudonym import normalise_email
 
+from . import emulator_http
+from .emulator_http import LOG_PATH as LOG_PATH  # re-exported, as before
+from .emulator_http import MAX_BODY_BYTES as MAX_BODY_BYTES
+from .emulator_http import EmulatorHandler, EmulatorServer, parse_failures
+
 CONSENT_PATH = "/consent-hub/consent"
 CONFIG_PATH = "/consent-hub/consent-config/get"
-LOG_PATH = "/_emulator/log"
-CONTROL_PATH = "/_emulator/config"
+CONTROL_PATH = emulator_http.CONFIG_PATH  # the emulator's own /_emulator/config (CONFIG_PATH is ConsentHub's)
 MARKETING_KEY = "generalMarketingOptIn"
-MAX_BODY_BYTES = 1_000_000
 
 
-class ConsentHubEmulator:
+class _Handler(EmulatorHandler):
+    server_version = "ConsentHubEmulator/1"
+    default_content_type = "application/json"
+
+    def _serve_api(self, path: str, raw: bytes) -> None:
+        if path not in (CONSENT_PATH, CONFIG_PATH):
+            self._not_found()
+            return
+        self._send(*self.emulator.handle(path, self.headers, raw))
+
+
+class ConsentHubEmulator(EmulatorServer):
+    handler_class = _Handler
+    thread_name = "consenthub-emulator"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, email: str = "sandbox@example.invalid",
                  api_token: str = "consenthub-emulator-token"):  # noqa: S107 - a local emulator's token
-        self.host = host
-        self._port = port
-        self._lock = threading.Lock()
+        super().__init__(host, port)
         self._credentials = (email, api_token)
-        self._failures: dict[str, Any] = {"status": 503, "count": 0, "retryAfter": None}
-        self._log: list[dict[str, Any]] = []
         self._state: dict[str, dict[str, Any]] = {}  # normalised email -> {"locale", "consents"}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- lifecycle
-    def start(self) -> ConsentHubEmulator:
-        if self._server is None:
-            self._server = ThreadingHTTPServer((self.host, self._port), _make_handler(self))
-            self._server.daemon_threads = True
-            self._thread = threading.Thread(target=self._server.serve_forever, name="consenthub-emulator",
-                                            daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("emulator is not running")
-        return f"http://{self.host}:{self._server.server_address[1]}"
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(entry) for entry in self._log]
 
     # ---------------------------------------------------------------- configuration
     def configure(self, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,11 +68,7 @@ class ConsentHubEmulator:
                     raise ValueError("credentials need email and apiToken")
                 self._credentials = (creds["email"], creds["apiToken"])
             if "failures" in config:
-                value = config["failures"]
-                if not isinstance(value, Mapping) or not 400 <= int(value.get("status", 503)) <= 599:
-                    raise ValueError("failures needs a 4xx/5xx status and a count")
-                self._failures = {"status": int(value.get("status", 503)), "count": max(0, int(value.get("count", 1))),
-                                  "retryAfter": value.get("retryAfter")}
+                self._failures = parse_failures(config["failures"])
             if config.get("clearLog"):
                 self._log.clear()
             return {"failures": dict(self._failures), "logged": len(self._log), "people": len(self._state)}
@@ -110,13 +85,6 @@ class ConsentHubEmulator:
             expected = self._credentials
         return (user, token) == expected, user
 
-    def _take_failure(self) -> tuple[int, Any] | None:
-        with self._lock:
-            if self._failures["count"] <= 0:
-                return None
-            self._failures["count"] -= 1
-            return self._failures["status"], self._failures["retryAfter"]
-
     def handle(self, path: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
         ok, user = self._authorised(headers.get("Authorization"))
         try:
@@ -124,9 +92,8 @@ class ConsentHubEmulator:
         except (ValueError, UnicodeDecodeError):
             body = None
         status, answer_headers, answer = self._answer(path, ok, headers, body)
-        with self._lock:
-            self._log.append({"time": clock.format_rfc3339(clock.now()), "path": path, "status": status,
-                              "authOk": ok, "user": user, "body": body})
+        self.record({"time": clock.format_rfc3339(clock.now()), "path": path, "status": status,
+                     "authOk": ok, "user": user, "body": body})
         return status, answer_headers, answer
 
     def _answer(self, path: str, ok: bool, headers: Mapping[str, str], body: Any) -> tuple[int, dict, bytes]:
@@ -182,50 +149,3 @@ def _consent_error(body: Any) -> str | None:
         if name in body and not isinstance(body[name], str):
             return f"{name} must be a string"
     return None
-
-
-def _make_handler(emulator: ConsentHubEmulator) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "ConsentHubEmulator/1"
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            pass  # the request log is the record
-
-        def _send(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            if body and "Content-Type" not in headers:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if body:
-                self.wfile.write(body)
-
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-            if self.path.split("?")[0] == LOG_PATH:
-                self._send(200, {}, json.dumps({"requests": emulator.requests}).encode())
-            else:
-                self._send(404, {}, b'{"message":"Not Found"}')
-
-        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-            path = self.path.split("?")[0]
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True
-                return self._send(413, {}, b'{"message":"body too large"}')
-            raw = self.rfile.read(length) if length else b""
-            if path == CONTROL_PATH:
-                try:
-                    config = json.loads(raw or b"{}")
-                    if not isinstance(config, dict):
-                        raise ValueError("config must be a JSON object")
-                    return self._send(200, {}, json.dumps(emulator.configure(config)).encode())
-                except (ValueError, TypeError) as error:
-                    return self._send(400, {}, json.dumps({"message": str(error)}).encode())
-            if path not in (CONSENT_PATH, CONFIG_PATH):
-                return self._send(404, {}, b'{"message":"Not Found"}')
-            self._send(*emulator.handle(path, self.headers, raw))
-
-    return Handler
