@@ -4,7 +4,6 @@ resolved environment, AWS's SQS event shape), next to a one-call-per-item eraser
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import time
@@ -15,8 +14,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from gdpr_core import clock
 
 from . import meter
 from .reporter import REGION, aws_env
@@ -34,15 +31,17 @@ def erased_account(i: int) -> str:
     return f"5be24e5e{i:016x}"
 
 
-class Context:
-    function_name = "bench-erasure"
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:bench-erasure"
-    memory_limit_in_mb = 512
-    aws_request_id = "00000000-0000-0000-0000-000000000001"
+@contextmanager
+def moto_at(now: datetime) -> Iterator[None]:
+    """moto with fake credentials (bench.reporter.aws_env), Powertools' parameter cache emptied, and
+    the product's clock standing at `now`; the system clock again afterwards."""
+    from tests.support.moto_world import manual_clock
 
-    def get_remaining_time_in_millis(self) -> int:
-        return 120_000
+    with manual_clock(now), aws_env():
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        yield
 
 
 @contextmanager
@@ -156,72 +155,61 @@ def bench_erasure(accounts: int) -> dict[str, Any]:
     from gdpr_core.erasure.service import consent_hooks
     from gdpr_core.pseudonym import Pseudonymizer
     from tests.support import aws_events, stacks
+    from tests.support.moto_world import LambdaContext, load_handler
 
     sample = aws_events.load("sqs-receive-message.json")
+    context = LambdaContext(function_name="bench-erasure", region=REGION,
+                            aws_request_id="00000000-0000-0000-0000-000000000001", remaining_ms=120_000)
     started = time.perf_counter()
-    clock.install(clock.ManualClock(NOW))
-    try:
-        with aws_env():
-            from aws_lambda_powertools.utilities import parameters
-
-            parameters.clear_caches()
-            ddb, s3 = boto3.client("dynamodb", region_name=REGION), boto3.client("s3", region_name=REGION)
-            stacks.create_sample_app(ddb, s3)
-            tables = stacks.create_service_tables(ddb, prefix="bench-")
-            secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
-                Name="bench-pseudonym-key", SecretString=PSEUDONYM_KEY)["ARN"]
-            env = stacks.function_environment("ErasureFunction", tables)
-            env.update(PSEUDONYM_KEY_SECRET_ARN=secret, POWERTOOLS_TRACE_DISABLED="true",
-                       POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_NAMESPACE="GdprComplianceBench",
-                       AWS_LAMBDA_FUNCTION_NAME="bench-erasure")
-            ours_ids = [erased_account(i) for i in range(accounts + 1)]
-            naive_ids = [erased_account(10_000 + i) for i in range(accounts)]
-            for i, account in enumerate(ours_ids + naive_ids):
-                _seed(ddb, s3, env, account, i)
-            with _environment(env), _quiet_metrics():
-                spec = importlib.util.spec_from_file_location(f"bench_erasure_app_{uuid.uuid4().hex}", HANDLER)
-                app = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(app)
-                restore_logs = _silence(app)
-                # Warm: the first invocation fetches the secret and creates clients (not counted).
-                warm = app.lambda_handler(_records(sample, [_message(ours_ids[0])]), Context())
-                failures = len(warm.get("batchItemFailures", []))
-                with meter.measure() as ours:
-                    for start in range(1, accounts + 1, SQS_BATCH):
-                        answer = app.lambda_handler(
-                            _records(sample, [_message(a) for a in ours_ids[start : start + SQS_BATCH]]), Context())
-                        failures += len(answer.get("batchItemFailures", []))
-                restore_logs()
-            consent = ConsentStore(env["CONSENT_TABLE"], Pseudonymizer(PSEUDONYM_KEY), client=ddb)
-            hook = consent_hooks(consent, Pseudonymizer(PSEUDONYM_KEY))["consent.erase_account"]
-            with meter.measure() as naive:
-                for account in naive_ids:
-                    naive_erase(ddb, s3, env, account, hook)
-            left = _leftovers(ddb, s3, env, ours_ids + naive_ids)
-    finally:
-        clock.install(clock.SystemClock())
+    with moto_at(NOW):
+        ddb, s3 = boto3.client("dynamodb", region_name=REGION), boto3.client("s3", region_name=REGION)
+        stacks.create_sample_app(ddb, s3)
+        tables = stacks.create_service_tables(ddb, prefix="bench-")
+        secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="bench-pseudonym-key", SecretString=PSEUDONYM_KEY)["ARN"]
+        env = stacks.function_environment("ErasureFunction", tables)
+        env.update(PSEUDONYM_KEY_SECRET_ARN=secret, POWERTOOLS_TRACE_DISABLED="true",
+                   POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_NAMESPACE="GdprComplianceBench",
+                   AWS_LAMBDA_FUNCTION_NAME="bench-erasure")
+        ours_ids = [erased_account(i) for i in range(accounts + 1)]
+        naive_ids = [erased_account(10_000 + i) for i in range(accounts)]
+        for i, account in enumerate(ours_ids + naive_ids):
+            _seed(ddb, s3, env, account, i)
+        with _environment(env), _quiet_metrics():
+            app = load_handler(HANDLER, f"bench_erasure_app_{uuid.uuid4().hex}")
+            restore_logs = _silence(app)
+            # Warm: the first invocation fetches the secret and creates clients (not counted).
+            warm = app.lambda_handler(_records(sample, [_message(ours_ids[0])]), context)
+            failures = len(warm.get("batchItemFailures", []))
+            with meter.measure() as ours:
+                for start in range(1, accounts + 1, SQS_BATCH):
+                    answer = app.lambda_handler(
+                        _records(sample, [_message(a) for a in ours_ids[start : start + SQS_BATCH]]), context)
+                    failures += len(answer.get("batchItemFailures", []))
+            restore_logs()
+        consent = ConsentStore(env["CONSENT_TABLE"], Pseudonymizer(PSEUDONYM_KEY), client=ddb)
+        hook = consent_hooks(consent, Pseudonymizer(PSEUDONYM_KEY))["consent.erase_account"]
+        with meter.measure() as naive:
+            for account in naive_ids:
+                naive_erase(ddb, s3, env, account, hook)
+        left = _leftovers(ddb, s3, env, ours_ids + naive_ids)
     return {
         "accounts": accounts,
         "perAccount": {"commentItems": COMMENTS_PER_ACCOUNT, "avatarVersions": AVATAR_VERSIONS, "profileItems": 1},
-        "ours": {
-            "awsCallsPerAccount": round(ours.aws_calls / accounts, 3),
-            "byStore": by_kind(ours, env, accounts),
-            "writeUnitsPerAccount": round(ours.write_units / accounts, 3),
-            "readUnitsPerAccount": round(ours.read_units / accounts, 3),
-            "cpuMillisecondsPerAccount": round(ours.cpu_seconds / accounts * 1000, 2),
-            "failedItems": failures,
-            "tally": ours.as_dict(),
-        },
-        "naive": {
-            "awsCallsPerAccount": round(naive.aws_calls / accounts, 3),
-            "byStore": by_kind(naive, env, accounts),
-            "writeUnitsPerAccount": round(naive.write_units / accounts, 3),
-            "readUnitsPerAccount": round(naive.read_units / accounts, 3),
-            "cpuMillisecondsPerAccount": round(naive.cpu_seconds / accounts * 1000, 2),
-            "tally": naive.as_dict(),
-        },
+        "ours": {**_per_account(ours, env, accounts), "failedItems": failures, "tally": ours.as_dict()},
+        "naive": {**_per_account(naive, env, accounts), "tally": naive.as_dict()},
         "leftAfterwards": left,
         "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _per_account(tally: meter.Tally, env: dict[str, str], accounts: int) -> dict[str, Any]:
+    return {
+        "awsCallsPerAccount": round(tally.aws_calls / accounts, 3),
+        "byStore": by_kind(tally, env, accounts),
+        "writeUnitsPerAccount": round(tally.write_units / accounts, 3),
+        "readUnitsPerAccount": round(tally.read_units / accounts, 3),
+        "cpuMillisecondsPerAccount": round(tally.cpu_seconds / accounts * 1000, 2),
     }
 
 

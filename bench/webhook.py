@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import json
 import time
 import uuid
@@ -18,8 +17,8 @@ from gdpr_core import clock
 from gdpr_core.consent import signature
 
 from . import meter
-from .erasure import _environment, _quiet_metrics, _silence
-from .reporter import REGION, aws_env
+from .erasure import _environment, _quiet_metrics, _silence, moto_at
+from .reporter import REGION
 
 REPO = Path(__file__).resolve().parents[1]
 HANDLER = REPO / "functions" / "consent_webhook" / "app.py"
@@ -92,63 +91,55 @@ def bench_webhook(deliveries: int) -> dict[str, Any]:
     import boto3
 
     from tests.support import aws_events, stacks
+    from tests.support.moto_world import load_handler
 
     sample = aws_events.load("http-api-proxy.json")
     started = time.perf_counter()
-    clock.install(clock.ManualClock(NOW))
-    try:
-        with aws_env():
-            from aws_lambda_powertools.utilities import parameters
-
-            parameters.clear_caches()
-            ddb = boto3.client("dynamodb", region_name=REGION)
-            sm = boto3.client("secretsmanager", region_name=REGION)
-            table = stacks.create_consent_table(ddb, "bench-consent")
-            env = {
-                "CONSENT_TABLE": table,
-                "CONSENTHUB_SIGNING_SECRET_ARN": sm.create_secret(
-                    Name="bench-signing", SecretString=json.dumps({"current": CURRENT, "previous": PREVIOUS}))["ARN"],
-                "PSEUDONYM_KEY_SECRET_ARN": sm.create_secret(
-                    Name="bench-pseudonym", SecretString=PSEUDONYM_KEY)["ARN"],
-                "POWERTOOLS_SERVICE_NAME": "bench-consent", "POWERTOOLS_METRICS_NAMESPACE": "GdprComplianceBench",
-                "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_TRACE_DISABLED": "true",
-            }
-            with _environment(env), _quiet_metrics():
-                spec = importlib.util.spec_from_file_location(f"bench_webhook_app_{uuid.uuid4().hex}", HANDLER)
-                app = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(app)
-                restore_logs = _silence(app)
-                refresh_interval = getattr(app, "SECRET_REFRESH_INTERVAL_SECONDS", None)
-                statuses: dict[str, list[int]] = {"valid": [], "duplicate": [], "forged": []}
-                # Warm: caches both secrets (not counted), as any delivery after a cold start does.
-                app.lambda_handler(_event(sample, "msg_warm", _body(10**6), CURRENT), Context())
-                events = [(f"msg_{i}", _body(i)) for i in range(deliveries)]
-                tallies = {}
-                for kind in ("valid", "duplicate", "forged"):
-                    secret = FORGED if kind == "forged" else CURRENT
-                    prepared = [_event(sample, wid, body, secret) for wid, body in events]
-                    if kind == "forged":
-                        # The first bad signature may re-read the signing secret (rotation), at most
-                        # once per interval; counted on its own, the flood after it is what is measured.
-                        with meter.measure() as first_forged:
-                            app.lambda_handler(_event(sample, "msg_forged_first", _body(1), FORGED), Context())
-                    with meter.measure() as tally:
-                        for event in prepared:
-                            statuses[kind].append(app.lambda_handler(event, Context())["statusCode"])
-                    tallies[kind] = tally
-                restore_logs()
-            naive_tallies = {}
-            naive_statuses: dict[str, list[int]] = {"valid": [], "duplicate": [], "forged": []}
-            naive_events = [(f"naive_{i}", _body(i)) for i in range(deliveries)]
+    with moto_at(NOW):
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        sm = boto3.client("secretsmanager", region_name=REGION)
+        table = stacks.create_consent_table(ddb, "bench-consent")
+        env = {
+            "CONSENT_TABLE": table,
+            "CONSENTHUB_SIGNING_SECRET_ARN": sm.create_secret(
+                Name="bench-signing", SecretString=json.dumps({"current": CURRENT, "previous": PREVIOUS}))["ARN"],
+            "PSEUDONYM_KEY_SECRET_ARN": sm.create_secret(
+                Name="bench-pseudonym", SecretString=PSEUDONYM_KEY)["ARN"],
+            "POWERTOOLS_SERVICE_NAME": "bench-consent", "POWERTOOLS_METRICS_NAMESPACE": "GdprComplianceBench",
+            "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+        with _environment(env), _quiet_metrics():
+            app = load_handler(HANDLER, f"bench_webhook_app_{uuid.uuid4().hex}")
+            restore_logs = _silence(app)
+            refresh_interval = getattr(app, "SECRET_REFRESH_INTERVAL_SECONDS", None)
+            statuses: dict[str, list[int]] = {"valid": [], "duplicate": [], "forged": []}
+            # Warm: caches both secrets (not counted), as any delivery after a cold start does.
+            app.lambda_handler(_event(sample, "msg_warm", _body(10**6), CURRENT), Context())
+            events = [(f"msg_{i}", _body(i)) for i in range(deliveries)]
+            tallies = {}
             for kind in ("valid", "duplicate", "forged"):
                 secret = FORGED if kind == "forged" else CURRENT
-                prepared = [_event(sample, wid, body, secret) for wid, body in naive_events]
+                prepared = [_event(sample, wid, body, secret) for wid, body in events]
+                if kind == "forged":
+                    # The first bad signature may re-read the signing secret (rotation), at most
+                    # once per interval; counted on its own, the flood after it is what is measured.
+                    with meter.measure() as first_forged:
+                        app.lambda_handler(_event(sample, "msg_forged_first", _body(1), FORGED), Context())
                 with meter.measure() as tally:
                     for event in prepared:
-                        naive_statuses[kind].append(naive_handler(sm, ddb, env, event))
-                naive_tallies[kind] = tally
-    finally:
-        clock.install(clock.SystemClock())
+                        statuses[kind].append(app.lambda_handler(event, Context())["statusCode"])
+                tallies[kind] = tally
+            restore_logs()
+        naive_tallies = {}
+        naive_statuses: dict[str, list[int]] = {"valid": [], "duplicate": [], "forged": []}
+        naive_events = [(f"naive_{i}", _body(i)) for i in range(deliveries)]
+        for kind in ("valid", "duplicate", "forged"):
+            secret = FORGED if kind == "forged" else CURRENT
+            prepared = [_event(sample, wid, body, secret) for wid, body in naive_events]
+            with meter.measure() as tally:
+                for event in prepared:
+                    naive_statuses[kind].append(naive_handler(sm, ddb, env, event))
+            naive_tallies[kind] = tally
 
     def row(tally: meter.Tally, codes: list[int]) -> dict[str, Any]:
         return {

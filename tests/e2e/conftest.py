@@ -23,6 +23,18 @@ def gdprctl(state_dir, *args, check=True):
                check=check)
 
 
+@pytest.fixture
+def sandbox(tmp_path):
+    """`gdpr_sandbox up` in the test's own state directory, `down` afterwards: (state dir, endpoints)."""
+    env = {"GDPR_SANDBOX_DIR": str(tmp_path)}
+    run([sys.executable, "-m", "gdpr_sandbox", "up"], env=env, timeout=180)
+    endpoints = json.loads((tmp_path / "endpoints.json").read_text())
+    try:
+        yield tmp_path, endpoints
+    finally:
+        run([sys.executable, "-m", "gdpr_sandbox", "down"], env=env, timeout=60)
+
+
 @pytest.fixture(scope="session")
 def demo_dataset():
     lines = [json.loads(x) for x in (DEMO / "accounts.jsonl").read_text().splitlines() if x.strip()]

@@ -7,21 +7,9 @@ import sys
 import time
 
 import boto3
-import pytest
 import requests
 
 from .conftest import gdprctl, run
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    env = {"GDPR_SANDBOX_DIR": str(tmp_path)}
-    run([sys.executable, "-m", "gdpr_sandbox", "up"], env=env, timeout=180)
-    endpoints = json.loads((tmp_path / "endpoints.json").read_text())
-    try:
-        yield tmp_path, endpoints
-    finally:
-        run([sys.executable, "-m", "gdpr_sandbox", "down"], env=env, timeout=60)
 
 
 def _alive(pid):

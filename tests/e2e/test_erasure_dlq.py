@@ -8,30 +8,17 @@ lifted. Nothing in the product knows about the test."""
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import boto3
-import pytest
 import requests
 
 from gdpr_core.pseudonym import Pseudonymizer
 from gdpr_sandbox.verify import pd_left_for
 
-from .conftest import gdprctl, personal_strings, run
+from .conftest import gdprctl, personal_strings
 
 DLQ_ALARM = "ActionsDeadLetterAlarm"
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    env = {"GDPR_SANDBOX_DIR": str(tmp_path)}
-    run([sys.executable, "-m", "gdpr_sandbox", "up"], env=env, timeout=180)
-    endpoints = json.loads((tmp_path / "endpoints.json").read_text())
-    try:
-        yield tmp_path, endpoints
-    finally:
-        run([sys.executable, "-m", "gdpr_sandbox", "down"], env=env, timeout=60)
 
 
 class Direct:

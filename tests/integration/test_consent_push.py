@@ -4,12 +4,9 @@ its redrive policy) → the push handler → the ConsentHub emulator on 127.0.0.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
-import logging
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,17 +15,14 @@ from typing import Any
 import boto3
 import botocore.client
 import pytest
-from moto import mock_aws
 
-from gdpr_core import clock
-from gdpr_core.adapters import aws
 from gdpr_core.consent import capture, hub
 from gdpr_core.consent.model import ValidationError, parse_event
 from gdpr_core.consent.store import ConsentStore
 from gdpr_core.pseudonym import Pseudonymizer
 from gdpr_sandbox.consenthub_emulator import ConsentHubEmulator
 from gdpr_sandbox.event_sources import sqs_event
-from tests.support import stacks
+from tests.support import moto_world, stacks
 
 REGION = "eu-west-1"
 REPO = Path(__file__).resolve().parents[2]
@@ -43,69 +37,47 @@ PSEUDONYMS = Pseudonymizer(PSEUDONYM_KEY)
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
 
-class LambdaContext:
+class LambdaContext(moto_world.LambdaContext):
     function_name = "gdpr-consent-push"
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:gdpr-consent-push"
-    memory_limit_in_mb = 512
+    region = REGION
     aws_request_id = "5e1d2c3b-0000-4000-8000-000000000001"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+    remaining_ms = 30_000
 
 
 @pytest.fixture
 def world(monkeypatch, capsys):
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}.items():
-        monkeypatch.setenv(name, value)
-    from aws_lambda_powertools.utilities import parameters
-
+    moto_world.fake_aws_env(monkeypatch, REGION)
     emulator = ConsentHubEmulator(email=HUB_USER, api_token=HUB_TOKEN).start()
-    with mock_aws():
-        aws.reset()
-        parameters.clear_caches()
-        ddb, sqs = boto3.client("dynamodb", region_name=REGION), boto3.client("sqs", region_name=REGION)
-        sm = boto3.client("secretsmanager", region_name=REGION)
-        stacks.create_consent_table(ddb, "consent")
-        queues = stacks.create_queues(sqs, prefix="t-")
-        names = {
-            "ConsentTable": "consent",
-            "ConsentPushQueue": queues["ConsentPushQueue"],
-            "ConsentHubApiUrl": emulator.url,
-            "ConsentHubApiSecret": sm.create_secret(
-                Name="hub", SecretString=json.dumps({"email": HUB_USER, "apiToken": HUB_TOKEN}))["ARN"],
-            "PseudonymKeySecret": sm.create_secret(Name="pseudonym", SecretString=PSEUDONYM_KEY)["ARN"],
-        }
-        env = stacks.function_environment("ConsentPushFunction", names)
-        env.update(PSEUDONYM_KEY_SECRET_ARN=names["PseudonymKeySecret"], POWERTOOLS_TRACE_DISABLED="true",
-                   CONSENTHUB_API_SECRET_ARN=names["ConsentHubApiSecret"], POWERTOOLS_LOG_LEVEL="DEBUG",
-                   POWERTOOLS_METRICS_NAMESPACE="GdprComplianceTest")
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        clock.install(clock.ManualClock(NOW))
-        spec = importlib.util.spec_from_file_location(f"consent_push_app_{uuid.uuid4().hex}", HANDLER)
-        app = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(app)
-        logs = io.StringIO()
-        handlers = logging.getLogger(app.logger.service).handlers
-        for h in handlers:
-            if isinstance(h, logging.StreamHandler):
-                h.setStream(logs)
-        try:
-            yield SimpleNamespace(ddb=ddb, sqs=sqs, sm=sm, env=env, app=app, logs=logs, emulator=emulator,
-                                  queue=queues["ConsentPushQueue"], dlq=queues["ConsentPushDeadLetterQueue"],
-                                  store=ConsentStore("consent", PSEUDONYMS, client=ddb), capsys=capsys,
-                                  secret_arn=names["ConsentHubApiSecret"])
-        finally:
-            for handler in handlers:  # not the saved stream: it may be a capture pytest has closed
-                if isinstance(handler, logging.StreamHandler):
-                    handler.setStream(sys.__stderr__)
-            clock.install(clock.SystemClock())
-            aws.reset()
-            emulator.stop()
+    try:
+        with moto_world.mocked_aws():
+            ddb, sqs = boto3.client("dynamodb", region_name=REGION), boto3.client("sqs", region_name=REGION)
+            sm = boto3.client("secretsmanager", region_name=REGION)
+            stacks.create_consent_table(ddb, "consent")
+            queues = stacks.create_queues(sqs, prefix="t-")
+            names = {
+                "ConsentTable": "consent",
+                "ConsentPushQueue": queues["ConsentPushQueue"],
+                "ConsentHubApiUrl": emulator.url,
+                "ConsentHubApiSecret": sm.create_secret(
+                    Name="hub", SecretString=json.dumps({"email": HUB_USER, "apiToken": HUB_TOKEN}))["ARN"],
+                "PseudonymKeySecret": sm.create_secret(Name="pseudonym", SecretString=PSEUDONYM_KEY)["ARN"],
+            }
+            env = stacks.function_environment("ConsentPushFunction", names)
+            env.update(PSEUDONYM_KEY_SECRET_ARN=names["PseudonymKeySecret"], POWERTOOLS_TRACE_DISABLED="true",
+                       CONSENTHUB_API_SECRET_ARN=names["ConsentHubApiSecret"], POWERTOOLS_LOG_LEVEL="DEBUG",
+                       POWERTOOLS_METRICS_NAMESPACE="GdprComplianceTest")
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            with moto_world.manual_clock(NOW):
+                app = moto_world.load_handler(HANDLER)
+                # Put back at stderr, not the saved stream: that may be a capture pytest has closed.
+                with moto_world.redirect_logs(app.logger, io.StringIO(), restore=sys.__stderr__) as logs:
+                    yield SimpleNamespace(ddb=ddb, sqs=sqs, sm=sm, env=env, app=app, logs=logs, emulator=emulator,
+                                          queue=queues["ConsentPushQueue"], dlq=queues["ConsentPushDeadLetterQueue"],
+                                          store=ConsentStore("consent", PSEUDONYMS, client=ddb), capsys=capsys,
+                                          secret_arn=names["ConsentHubApiSecret"])
+    finally:
+        emulator.stop()
 
 
 def enqueue(w, **overrides) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import io
 import itertools
 import json
@@ -17,10 +16,10 @@ from types import SimpleNamespace
 
 import boto3
 import botocore.client
+import moto  # noqa: F401 - moto must patch botocore before any boto3 client is created
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # tests.support, whichever way pytest was started
@@ -31,22 +30,14 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "GdprComplianceTest")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "DEBUG")
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
 
-from aws_lambda_powertools.utilities import parameters  # noqa: E402
-
-from gdpr_core import clock  # noqa: E402
-from gdpr_core.adapters import aws as aws_adapter  # noqa: E402
 from gdpr_core.consent import signature  # noqa: E402
 from gdpr_core.consent.model import parse_event  # noqa: E402
 from gdpr_core.consent.store import ConsentStore  # noqa: E402
 from gdpr_core.pseudonym import Pseudonymizer  # noqa: E402
-from tests.support import aws_events  # noqa: E402
+from tests.support import aws_events, moto_world  # noqa: E402
 from tests.support.stacks import create_consent_table  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "consent_webhook_app", ROOT / "functions/consent_webhook/app.py"
-)
-handler = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(handler)
+handler = moto_world.load_handler(ROOT / "functions/consent_webhook/app.py", "consent_webhook_app")
 
 # Rejections emit their own single metric, so the shared Metrics object is legitimately empty then.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
@@ -70,17 +61,8 @@ PSEUDONYMS = Pseudonymizer(PSEUDONYM_KEY)
 
 @pytest.fixture
 def env(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws_adapter.reset()
-        parameters.clear_caches()
+    moto_world.fake_aws_env(monkeypatch, "eu-west-1")
+    with moto_world.mocked_aws():
         ddb = boto3.client("dynamodb", region_name="eu-west-1")
         create_consent_table(ddb, "consent")
         sm = boto3.client("secretsmanager", region_name="eu-west-1")
@@ -91,27 +73,17 @@ def env(monkeypatch):
         monkeypatch.setenv("CONSENT_TABLE", "consent")
         monkeypatch.setenv("CONSENTHUB_SIGNING_SECRET_ARN", signing["ARN"])
         monkeypatch.setenv("PSEUDONYM_KEY_SECRET_ARN", pseudonym["ARN"])
-        clock.install(clock.ManualClock(NOW))
-        handler.secret_refresh.reset()
-        try:
+        with moto_world.manual_clock(NOW):
+            handler.secret_refresh.reset()
             yield SimpleNamespace(ddb=ddb, sm=sm, signing_arn=signing["ARN"],
                                   store=ConsentStore("consent", PSEUDONYMS, client=ddb))
-        finally:
-            clock.install(clock.SystemClock())
-            aws_adapter.reset()
-            parameters.clear_caches()
 
 
 @pytest.fixture
 def logs():
     """Everything the handler's Powertools logger writes (its stream was bound at import time)."""
-    buffer = io.StringIO()
-    stream_handler = handler.logger.registered_handler
-    previous = stream_handler.setStream(buffer)
-    try:
+    with moto_world.redirect_logs(handler.logger, io.StringIO()) as buffer:
         yield buffer
-    finally:
-        stream_handler.setStream(previous)
 
 
 # ---------------------------------------------------------------------------- event builders

@@ -4,7 +4,6 @@ the handler runs with the environment CloudFormation would give it, and events u
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
 import logging
@@ -16,15 +15,13 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
-from gdpr_core import clock
 from gdpr_core.adapters import aws
 from gdpr_core.consent.model import Consent, ConsentEvent
 from gdpr_core.consent.store import ConsentStore
 from gdpr_core.erasure.audit import AUDIT_ATTRIBUTES
 from gdpr_core.pseudonym import Pseudonymizer
-from tests.support import aws_events, stacks
+from tests.support import aws_events, moto_world, stacks
 
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parents[2]
@@ -66,15 +63,11 @@ class World:
         ]
 
 
-class LambdaContext:
+class LambdaContext(moto_world.LambdaContext):
     function_name = "gdpr-erasure"
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:gdpr-erasure"
-    memory_limit_in_mb = 512
+    region = REGION
     aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 120_000
+    remaining_ms = 120_000
 
 
 def message(action: str = "erase", account_id: str = ACCOUNT, **extra) -> str:
@@ -92,17 +85,8 @@ def message(action: str = "erase", account_id: str = ACCOUNT, **extra) -> str:
 
 @pytest.fixture
 def world(monkeypatch):
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_REGION", REGION)
-    from aws_lambda_powertools.utilities import parameters
-
-    with mock_aws():
-        aws.reset()
-        parameters.clear_caches()
+    moto_world.fake_aws_env(monkeypatch, REGION)
+    with moto_world.mocked_aws():
         ddb, s3 = boto3.client("dynamodb", region_name=REGION), boto3.client("s3", region_name=REGION)
         stacks.create_sample_app(ddb, s3)
         tables = stacks.create_service_tables(ddb)
@@ -118,21 +102,11 @@ def world(monkeypatch):
         )
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        clock.install(clock.ManualClock(NOW))
-        # Loaded like the sandbox runtime does: by path, under the function's environment.
-        spec = importlib.util.spec_from_file_location(f"erasure_app_{uuid.uuid4().hex}", HANDLER)
-        app = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(app)
-        logs = io.StringIO()
-        handlers = logging.getLogger(app.logger.service).handlers
-        saved = [h.setStream(logs) for h in handlers if isinstance(h, logging.StreamHandler)]
-        try:
-            yield World(ddb, s3, env, app, logs)
-        finally:
-            for handler, stream in zip(handlers, saved, strict=False):
-                handler.setStream(stream)
-            clock.install(clock.SystemClock())
-            aws.reset()
+        with moto_world.manual_clock(NOW):
+            # Loaded like the sandbox runtime does: by path, under the function's environment.
+            app = moto_world.load_handler(HANDLER)
+            with moto_world.redirect_logs(app.logger, io.StringIO()) as logs:
+                yield World(ddb, s3, env, app, logs)
 
 
 def seed_account(w: World, account_id: str, name: str, email: str, comments: int = 3) -> None:

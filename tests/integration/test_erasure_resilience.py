@@ -7,7 +7,6 @@ the test's personal data."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 import threading
@@ -40,6 +39,7 @@ from tests.integration.test_erasure_moto import (
     seed_account,
     seed_consent,
 )
+from tests.support import moto_world
 
 world = base.world  # the same moto world: templates' tables, the handler loaded by path
 SUBJECT = Pseudonymizer(PSEUDONYM_KEY).account(ACCOUNT)
@@ -241,10 +241,7 @@ def test_crash_after_half_the_stores_then_the_retry_completes_with_one_audit_rec
 # ------------------------------------------------------------------ two instances, same account
 def load_instance(w: World) -> Any:
     """A second Lambda instance: the handler module loaded again, with its own processor and state."""
-    spec = importlib.util.spec_from_file_location(f"erasure_app_{uuid.uuid4().hex}", HANDLER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return moto_world.load_handler(HANDLER)
 
 
 def invoke(app: Any, body: str) -> dict:

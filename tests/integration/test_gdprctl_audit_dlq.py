@@ -13,13 +13,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from gdpr_core.erasure import audit
 from gdpr_core.erasure.engine import StoreResult
 from gdpr_core.pseudonym import Pseudonymizer
 from gdprctl import main as cli
-from tests.support import stacks
+from tests.support import moto_world, stacks
 
 REGION = "us-east-1"
 ACCOUNTS = [f"5be24ba3f91c1060332{n:05d}" for n in range(130)]
@@ -62,12 +61,8 @@ class MotoTarget:
 
 @pytest.fixture
 def target(monkeypatch):
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
+    moto_world.fake_aws_env(monkeypatch, REGION)
+    with moto_world.mocked_aws():
         tables = stacks.create_service_tables(boto3.client("dynamodb", region_name=REGION))
         queues = stacks.create_queues(boto3.client("sqs", region_name=REGION))
         t = MotoTarget(tables, queues)

@@ -5,11 +5,8 @@ templates and the function's environment as CloudFormation resolves it."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
-import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,16 +14,14 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from gdpr_core import clock
-from gdpr_core.adapters import aws
 from gdpr_core.erasure.service import export_subject
 from gdpr_core.lifecycle import uninstall as lifecycle_uninstall
 from gdpr_core.pseudonym import Pseudonymizer
 from gdpr_core.registry import DUE_INDEX, Registry
 from gdpr_sandbox.sample_app import seed
-from tests.support import aws_events, stacks
+from tests.support import aws_events, moto_world, stacks
 
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parents[2]
@@ -47,17 +42,11 @@ def line(account_id: str, site: str, n: int, comments: int = 2, updated: str = "
                          for i in range(comments)]}
 
 
-class LambdaContext:
+class LambdaContext(moto_world.LambdaContext):
     function_name = "gdpr-erasure"
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:gdpr-erasure"
-    memory_limit_in_mb = 512
+    region = REGION
     aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-
     remaining_ms = 120_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 class HardKill(BaseException):
@@ -136,16 +125,8 @@ class World:
 
 
 def _world(monkeypatch, grace: str = "0", chunk: str = "200"):
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", REGION), ("AWS_REGION", REGION)):
-        monkeypatch.setenv(name, value)
-    from aws_lambda_powertools.utilities import parameters
-
-    with mock_aws():
-        aws.reset()
-        parameters.clear_caches()
+    moto_world.fake_aws_env(monkeypatch, REGION)
+    with moto_world.mocked_aws():
         ddb, s3, sqs = (boto3.client(s, region_name=REGION) for s in ("dynamodb", "s3", "sqs"))
         stacks.create_sample_app(ddb, s3)
         tables = stacks.create_service_tables(ddb)
@@ -158,21 +139,10 @@ def _world(monkeypatch, grace: str = "0", chunk: str = "200"):
                    AWS_LAMBDA_FUNCTION_NAME="gdpr-erasure")
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        manual = clock.ManualClock(NOW)
-        clock.install(manual)
-        spec = importlib.util.spec_from_file_location(f"erasure_app_{uuid.uuid4().hex}", HANDLER)
-        app = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(app)
-        logs = io.StringIO()
-        handlers = logging.getLogger(app.logger.service).handlers
-        saved = [h.setStream(logs) for h in handlers if isinstance(h, logging.StreamHandler)]
-        try:
-            yield World(ddb, s3, sqs, env, app, logs, queues["ActionsQueue"], manual)
-        finally:
-            for handler, stream in zip(handlers, saved, strict=False):
-                handler.setStream(stream)
-            clock.install(clock.SystemClock())
-            aws.reset()
+        with moto_world.manual_clock(NOW) as manual:
+            app = moto_world.load_handler(HANDLER)
+            with moto_world.redirect_logs(app.logger, io.StringIO()) as logs:
+                yield World(ddb, s3, sqs, env, app, logs, queues["ActionsQueue"], manual)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ Atlassian emulator on 127.0.0.1."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import math
@@ -20,10 +19,8 @@ if str(ROOT) not in sys.path:  # `tests.support` when pytest is run without the 
     sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
-from moto import mock_aws  # noqa: E402
 
 from gdpr_core import clock  # noqa: E402
-from gdpr_core.adapters import aws  # noqa: E402
 from gdpr_core.clock import ManualClock, SystemClock  # noqa: E402
 from gdpr_core.ids import TEST_ACCOUNT_ACTIVE, TEST_ACCOUNT_CLOSED  # noqa: E402
 from gdpr_core.pseudonym import Pseudonymizer  # noqa: E402
@@ -31,7 +28,7 @@ from gdpr_core.registry import AccountErased, Registry  # noqa: E402
 from gdpr_core.reporting.planner import NSHARDS, report_key_for  # noqa: E402
 from gdpr_core.reporting.run import DynamoStateStore  # noqa: E402
 from gdpr_sandbox.atlassian_emulator import AtlassianEmulator  # noqa: E402
-from tests.support import aws_events  # noqa: E402
+from tests.support import aws_events, moto_world  # noqa: E402
 from tests.support.stacks import create_queues, create_tables, load_template  # noqa: E402
 
 REGION = "eu-west-1"
@@ -48,43 +45,26 @@ def _scheduled_event() -> dict:
 SCHEDULED_EVENT = _scheduled_event()
 
 
-class FakeContext:
+class FakeContext(moto_world.LambdaContext):
     function_name = "ReporterFunction"
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:ReporterFunction"
-    memory_limit_in_mb = 512
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    region = REGION
+    remaining_ms = 900_000
     log_group_name = "/aws/lambda/ReporterFunction"
     log_stream_name = "test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
 
 
 @pytest.fixture
 def aws_env(monkeypatch):
+    moto_world.fake_aws_env(monkeypatch, REGION)
     for key, value in {
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
         "POWERTOOLS_SERVICE_NAME": "gdpr-reporter",
         "POWERTOOLS_METRICS_NAMESPACE": "GdprComplianceTest",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_LOGGER_LOG_EVENT": "false",
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    from aws_lambda_powertools.utilities import parameters
-
-    parameters.clear_caches()
-    aws.reset()
-    with mock_aws():
+    with moto_world.mocked_aws():
         yield
-    parameters.clear_caches()
-    aws.reset()
 
 
 @pytest.fixture
@@ -131,10 +111,7 @@ def stack(aws_env, emulator, monkeypatch):
 
 @pytest.fixture
 def handler(aws_env):
-    spec = importlib.util.spec_from_file_location("reporter_app", ROOT / "functions" / "reporter" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.lambda_handler
+    return moto_world.load_handler(ROOT / "functions" / "reporter" / "app.py", "reporter_app").lambda_handler
 
 
 def tick(handler, now: datetime | None = None) -> dict:

@@ -15,7 +15,6 @@ from typing import Any
 import boto3
 import moto.s3.models
 import pytest
-from moto import mock_aws
 
 from gdpr_core import clock
 from gdpr_core.erasure import pdmap
@@ -24,7 +23,7 @@ from gdpr_core.lifecycle.holdings import oldest_held, retention_position
 from gdpr_core.pseudonym import Pseudonymizer
 from gdpr_core.registry import Registry
 from gdprctl import main as cli
-from tests.support import stacks
+from tests.support import moto_world, stacks
 
 REGION = "us-east-1"
 PZ = Pseudonymizer("holdings-test-pseudonym-key-0123456789")
@@ -92,16 +91,8 @@ class World(SimpleNamespace):
 
 @pytest.fixture
 def world(monkeypatch):
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", REGION),
-        ("AWS_REGION", REGION),
-    ):
-        monkeypatch.setenv(name, value)
-    with mock_aws():
+    moto_world.fake_aws_env(monkeypatch, REGION)
+    with moto_world.mocked_aws():
         log = CallLog()
         ddb, s3, sqs = (log.watch(boto3.client(s, region_name=REGION)) for s in ("dynamodb", "s3", "sqs"))
         stacks.create_sample_app(ddb, s3)

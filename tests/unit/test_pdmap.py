@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 
 from gdpr_core.config import ConfigurationError
 from gdpr_core.erasure import audit, pdmap
 from tests.support import stacks
+from tests.support.pdmap_docs import RAW, map_doc, parse_error
 
-RAW = json.loads(pdmap.DEFAULT_MAP_PATH.read_text())
 MAP = pdmap.load()
 MAIN = stacks.load_template(stacks.MAIN_TEMPLATE)
 SAMPLE = stacks.load_template(stacks.SAMPLE_APP_TEMPLATE)
 ERASURE = MAIN["Resources"]["ErasureFunction"]["Properties"]
-
-
-def _mutated(store_name: str, **changes):
-    doc = copy.deepcopy(RAW)
-    store = next(s for s in doc["stores"] if s["name"] == store_name)
-    for key, value in changes.items():
-        if value is None:
-            store.pop(key, None)
-        else:
-            store[key] = value
-    return doc
-
-
-def _error(doc) -> str:
-    with pytest.raises(pdmap.PersonalDataMapError) as info:
-        pdmap.parse(doc)
-    return str(info.value)
 
 
 # ------------------------------------------------------------------ loading and validation
@@ -90,19 +72,19 @@ def test_records_of_processing_lists_every_store():
     ],
 )
 def test_invalid_maps_are_rejected_naming_store_and_field(store, changes, expected):
-    assert expected in _error(_mutated(store, **changes))
+    assert expected in parse_error(map_doc(store, **changes))
 
 
 def test_document_level_errors():
-    assert "schema" in _error({**RAW, "schema": 2})
-    assert "stores" in _error({**RAW, "stores": []})
-    assert "unknown top-level" in _error({**RAW, "extra": 1})
+    assert "schema" in parse_error({**RAW, "schema": 2})
+    assert "stores" in parse_error({**RAW, "stores": []})
+    assert "unknown top-level" in parse_error({**RAW, "extra": 1})
     doubled = copy.deepcopy(RAW)
     doubled["stores"].append(copy.deepcopy(doubled["stores"][0]))
-    assert "store 'profile-cache': field 'name' is used by more than one store" in _error(doubled)
+    assert "store 'profile-cache': field 'name' is used by more than one store" in parse_error(doubled)
     no_registry = copy.deepcopy(RAW)
     no_registry["stores"] = [s for s in RAW["stores"] if s["kind"] != "registry"]
-    assert "registry" in _error(no_registry)
+    assert "registry" in parse_error(no_registry)
 
 
 def test_invalid_json_file(tmp_path):

@@ -11,26 +11,7 @@ import pytest
 from gdpr_core.erasure import pdmap
 from gdpr_core.erasure.engine import InvalidMessage
 from gdpr_core.lifecycle.uninstall import parse_lifecycle_message, request_message, validate_site
-
-RAW = json.loads(pdmap.DEFAULT_MAP_PATH.read_text())
-
-
-def _doc(store_name: str | None = None, **changes):
-    doc = copy.deepcopy(RAW)
-    if store_name:
-        store = next(s for s in doc["stores"] if s["name"] == store_name)
-        for key, value in changes.items():
-            if value is None:
-                store.pop(key, None)
-            else:
-                store[key] = value
-    return doc
-
-
-def _error(doc) -> str:
-    with pytest.raises(pdmap.PersonalDataMapError) as info:
-        pdmap.parse(doc)
-    return str(info.value)
+from tests.support.pdmap_docs import RAW, map_doc, parse_error
 
 
 def test_shipped_map_says_what_uninstall_and_retention_do():
@@ -95,11 +76,11 @@ def test_maps_without_lifecycle_fields_still_load_but_refuse_to_uninstall():
     ],
 )
 def test_invalid_lifecycle_fields_are_rejected_naming_store_and_field(store, changes, expected):
-    assert expected in _error(_doc(store, **changes))
+    assert expected in parse_error(map_doc(store, **changes))
 
 
 def test_hook_uninstall_policy_is_accepted():
-    m = pdmap.parse(_doc("consent", uninstall={"action": "hook", "hook": "consent.forget_site"}))
+    m = pdmap.parse(map_doc("consent", uninstall={"action": "hook", "hook": "consent.forget_site"}))
     assert m.store("consent").uninstall.hook == "consent.forget_site"
 
 
