@@ -58,6 +58,9 @@ class Sandbox:
         from moto.server import ThreadedMotoServer
 
         from .http_api import HttpApi
+        from .moto_patches import stop_instance_tracking
+
+        stop_instance_tracking()  # a long-lived moto otherwise keeps every object copy it ever made
 
         state_dir = state_dir or paths.state_dir()
         (state_dir / "logs").mkdir(parents=True, exist_ok=True)
