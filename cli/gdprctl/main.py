@@ -183,7 +183,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"queues     {data['queues']['actions']} actions pending, {data['queues']['dead_letter']} dead letters",
         "reporter   " + (json.dumps(data["reporter"], default=str) if state else "has not run yet"),
     ])
-    data["lifecycle"] = _lifecycle_status(target, stores=not args.no_stores, now=_status_moment(state))
+    data["lifecycle"] = _lifecycle_status(target, stores=not args.no_stores)
     text += "\nlifecycle  " + (", ".join(
         f"{r['site']} {r['state']}" + (f" until {r['dueAt']}" if r["state"] == "pending"
                                        else f" ({r.get('accounts', 0)} accounts)")
@@ -236,9 +236,9 @@ def _audit_pages(ddb: Any, table: str, since: Any) -> Any:
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from gdpr_core.erasure.engine import from_item  # numbers stay numbers (not Decimal text)
 
+    since = parse_rfc3339(args.since) if args.since is not None else None  # "" is refused, not "everything"
     target = resolve(args.stack)
     table = target.env()["ErasureFunction"]["AUDIT_TABLE"]
-    since = parse_rfc3339(args.since) if args.since else None
     records = []
     progress = _Progress("exporting")
     for page in _audit_pages(target.client("dynamodb"), table, since):
@@ -305,26 +305,12 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status_moment(reporter_state: dict[str, Any] | None) -> Any:
-    """Now, but never earlier than the reporter's last tick (as reporter_status does): a sandbox driven
-    with `gdprctl report --now T` lives ahead of the wall clock."""
-    from gdpr_core.clock import now
-
-    moment = now()
-    last_tick = ((reporter_state or {}).get("lastTickAt") or {}).get("S")
-    if last_tick:
-        try:
-            moment = max(moment, parse_rfc3339(last_tick))
-        except ValueError:
-            pass
-    return moment
-
-
 def _lifecycle_status(target: Any, stores: bool = True, now: Any = None) -> dict[str, Any]:
     """Sites pending or being uninstalled (site ids: what the operator typed, not personal data of users),
     the retention sweep's position, and (unless `stores` is false) the oldest copy held per store of the
     personal-data map: store names, times and counts only."""
     from gdpr_core.clock import format_rfc3339
+    from gdpr_core.clock import now as clock_now
     from gdpr_core.erasure import pdmap
     from gdpr_core.lifecycle.holdings import oldest_held, retention_position
     from gdpr_core.lifecycle.uninstall import list_states, status_rows
@@ -336,7 +322,9 @@ def _lifecycle_status(target: Any, stores: bool = True, now: Any = None) -> dict
     if stores:
         # The same map and environment as erasure and `subject export` (one source of truth for the stores).
         pd_map = pdmap.load()
-        now = now or _status_moment(None)
+        # The wall clock, as the retention sweep uses: not the reporter's `report --now` time, which a
+        # sandbox may run ahead (ages would then count days that have not passed for the sweep).
+        now = now or clock_now()
         data["oldestHeldAsOf"] = format_rfc3339(now)
         data["oldestHeld"] = oldest_held(pd_map, pd_map.resolve(env), dynamodb=ddb, s3=target.client("s3"), now=now)
     return data
@@ -350,8 +338,9 @@ def _holdings_text(lifecycle: dict[str, Any]) -> str:
     rows = lifecycle.get("oldestHeld")
     if rows is None:
         return "\n".join([*lines, "held       not read (--no-stores)"])
+    lines.append(f"held       as of {lifecycle.get('oldestHeldAsOf')}")
     width = max((len(r["store"]) for r in rows), default=0)
-    for n, r in enumerate(rows):
+    for r in rows:
         if r.get("error"):
             what = f"could not be read: {r['error']}"
         elif r["basis"] == "untimed":
@@ -363,16 +352,20 @@ def _holdings_text(lifecycle: dict[str, Any]) -> str:
                 what += f", {r['pastMaxAge']} past {r['maxAgeDays']} days"
             if r["unreadable"]:
                 what += f", {r['unreadable']} without a readable time"
-        lines.append(("held       " if n == 0 else " " * 11) + f"{r['store']:<{width}}  {what}")
+        lines.append(" " * 11 + f"{r['store']:<{width}}  {what}")
     return "\n".join(lines)
 
 
 def cmd_sites_uninstall(args: argparse.Namespace) -> int:
     """Queues the same message the app sends on its `uninstalled` callback; the erasure function runs it."""
-    from gdpr_core.lifecycle.uninstall import request_message
+    from gdpr_core.clock import now
+    from gdpr_core.lifecycle.uninstall import MAX_FUTURE, request_message
 
+    at = parse_rfc3339(args.at) if args.at is not None else None  # "" is refused, not taken as "now"
+    if at is not None and at > now() + MAX_FUTURE:
+        raise CliError("--at is in the future: an uninstall dated later would outrank every re-install until then")
+    body = request_message(args.site, at)  # validates the site before anything is touched
     target = resolve(args.stack)
-    body = request_message(args.site, parse_rfc3339(args.at) if args.at else None)
     target.client("sqs").send_message(QueueUrl=target.output("ActionsQueueUrl"), MessageBody=body)
     grace = target.env()["ErasureFunction"].get("UNINSTALL_GRACE_HOURS", "0")
     data = {"queued": json.loads(body), "graceHours": float(grace)}
@@ -397,6 +390,19 @@ def cmd_sites_reinstall(args: argparse.Namespace) -> int:
     words = {"cancelled": "pending uninstall cancelled", "recorded": "re-install recorded (no uninstall was pending)",
              "superseded": "a newer event is already recorded for this site; nothing changed"}
     _emit(args, result, f"{args.site}: {words[result['outcome']]}")
+    return 1 if result["outcome"] == "superseded" else 0  # nothing was cancelled or recorded
+
+
+def cmd_lifecycle_tick(args: argparse.Namespace) -> int:
+    """One run of the lifecycle schedule now: due uninstalls start, stalled ones resume, one share of the
+    retention sweep (as the hourly schedule does)."""
+    result = resolve(args.stack).lifecycle()
+    retention = result.get("retention", {})
+    _emit(args, result, f"uninstalls started {result.get('uninstallsStarted', 0)}, resumed "
+                        f"{result.get('uninstallsResumed', 0)}; retention: {retention.get('candidates', 0)} "
+                        f"candidates, {retention.get('purged', 0)} copies purged, "
+                        f"{retention.get('accountsDropped', 0)} accounts dropped, pass "
+                        f"{'completed' if retention.get('passCompleted') else 'continues at the next tick'}")
     return 0
 
 
@@ -464,11 +470,19 @@ def build_parser() -> argparse.ArgumentParser:
     sites = verbs.add_parser("sites", help="the app's installations").add_subparsers(dest="sub", required=True)
     p = sites.add_parser("uninstall", parents=[common], help="erase the data held for a site (after the grace period)")
     p.add_argument("site")
-    p.add_argument("--at", help="RFC 3339 time of the uninstall (default: now)")
+    p.add_argument("--at", help="RFC 3339 time of the uninstall (default: now; not in the future)")
     p.set_defaults(func=cmd_sites_uninstall)
-    p = sites.add_parser("reinstall", parents=[common], help="cancel a pending uninstall of a site")
+    p = sites.add_parser("reinstall", parents=[common],
+                         help="cancel a pending uninstall of a site (exit 1 when a newer event already stands)")
     p.add_argument("site")
     p.set_defaults(func=cmd_sites_reinstall)
+
+    lifecycle = verbs.add_parser("lifecycle", help="uninstalls and retention").add_subparsers(dest="sub",
+                                                                                              required=True)
+    p = lifecycle.add_parser("tick", parents=[common],
+                             help="run the lifecycle schedule now: start due uninstalls, one share of the "
+                                  "retention sweep")
+    p.set_defaults(func=cmd_lifecycle_tick)
     return parser
 
 
@@ -476,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     args = build_parser().parse_args(argv)
+    if args.stack == "":  # what `--stack "$STACK"` becomes with STACK unset: never the sandbox by accident
+        print("gdprctl: --stack needs a stack name (leave it out to use the local sandbox)", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except ClientError as exc:  # the AWS error code and message, never a traceback

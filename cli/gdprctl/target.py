@@ -49,6 +49,9 @@ class StackTarget:
             event["now"] = now
         return self.invoke("ReporterFunction", event)
 
+    def lifecycle(self) -> Any:
+        return self.invoke("ErasureFunction", {"source": "gdpr.scheduler", "action": "lifecycle"})
+
     def drain(self, timeout_seconds: float = 900) -> dict[str, int]:
         """On AWS the event-source mapping drains the queue; wait until it is empty."""
         sqs = self.client("sqs")

@@ -166,6 +166,10 @@ class Sandbox:
             event["now"] = now
         return self.runtime.invoke("ReporterFunction", event)
 
+    def lifecycle(self) -> Any:
+        """The erasure function's lifecycle schedule event, now (as `report` runs a reporter tick)."""
+        return self.runtime.invoke("ErasureFunction", {"source": "gdpr.scheduler", "action": "lifecycle"})
+
     def drain(self) -> dict[str, int]:
         received = {s.mapping["function"]: s.drain() for s in self.event_sources}
         return received

@@ -47,6 +47,7 @@ def test_uninstall_erases_the_site_and_keeps_shared_accounts_reported(tmp_path, 
         gdprctl(state, "drain")
         status = json.loads(gdprctl(state, "status", "--json").stdout)
         assert status["lifecycle"]["uninstalls"] == [] and status["queues"]["dead_letter"] == 0
+        assert status["lifecycle"]["retentionSweep"] is None  # the hourly schedule has not run yet
 
         gone = json.loads(gdprctl(state, "subject", "export", only, "--json").stdout)
         assert not any(gone.values()), gone
@@ -75,6 +76,15 @@ def test_uninstall_erases_the_site_and_keeps_shared_accounts_reported(tmp_path, 
         log = requests.get(f"{emulator}/_emulator/log", params={"since": since}, timeout=10).json()["requests"]
         reported = [a for r in log if r["status"] in (200, 204) for a in r["accountIds"]]
         assert reported.count(shared) == 1 and reported.count(elsewhere) == 1 and only not in reported
+
+        # The lifecycle schedule, run now by the operator: a whole retention pass (258 index keys fit in
+        # one tick), after which no copy older than its store's maxAgeDays is left anywhere.
+        tick = json.loads(gdprctl(state, "lifecycle", "tick", "--json").stdout)
+        assert tick["uninstallsStarted"] == 0 and tick["retention"]["passCompleted"] is True
+        lifecycle = json.loads(gdprctl(state, "status", "--json").stdout)["lifecycle"]
+        assert lifecycle["retentionSweep"]["keys"] == 258 and lifecycle["retentionSweep"]["lastPassCompletedAt"]
+        timed = [r for r in lifecycle["oldestHeld"] if r["maxAgeDays"] is not None]
+        assert timed and all(r["pastMaxAge"] == 0 for r in timed), timed
 
         files = [p for p in (state / "logs").rglob("*") if p.is_file()]
         logs = "".join(p.read_text(errors="replace") for p in files)

@@ -246,6 +246,26 @@ def test_malformed_uninstall_fails_only_its_item_without_echoing_the_site(world)
     assert '"reason":"site must be a site id' in world.logs.getvalue().replace(": ", ":")
 
 
+def test_a_request_dated_in_the_future_is_refused_and_does_not_block_a_reinstall(world):
+    _seed(world, [line(GONE, SITE, 0)])
+    for action in ("uninstall", "reinstall"):
+        world.send(json.dumps({"schema": 1, "action": action, "site": SITE,
+                               "requestedAt": clock.format_rfc3339(NOW + timedelta(hours=1))}))
+        got = world.sqs.receive_message(QueueUrl=world.queue, MaxNumberOfMessages=1)["Messages"]
+        assert len(world.invoke(got)["batchItemFailures"]) == 1  # redelivered, then the DLQ and its alarm
+        world.sqs.delete_message(QueueUrl=world.queue, ReceiptHandle=got[0]["ReceiptHandle"])
+    assert lifecycle_uninstall.list_states(world.ddb, world.env["STATE_TABLE"]) == []
+    assert "more than 15 minutes in the future" in world.logs.getvalue()
+    # Within the allowed skew it counts: due at its own time, then the site is erased.
+    _uninstall(world, at=NOW + timedelta(minutes=10))
+    world.drain()
+    assert world.profile(GONE) is not None
+    world.clock.advance(minutes=10)
+    assert world.tick()["uninstallsStarted"] == 1
+    world.drain()
+    assert world.profile(GONE) is None and len(world.audit()) == 1
+
+
 def test_reinstall_within_the_grace_period_erases_nothing(grace_world):
     w = grace_world
     lines = [line(GONE, SITE, 0), line(SHARED, SITE, 1), line(SHARED, OTHER_SITE, 2)]

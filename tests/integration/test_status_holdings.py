@@ -376,7 +376,8 @@ def test_status_text_prints_each_store(cli_world, capsys):
 
     lines = out.splitlines()
     start = next(n for n, line in enumerate(lines) if line.startswith("held "))
-    block = lines[start : start + 5]  # one line per store of the map
+    assert lines[start] == "held       as of 2026-12-01T10:30:00.000Z"  # NOW: ages are relative to it
+    block = lines[start + 1 : start + 6]  # one line per store of the map
 
     def line_of(store: str) -> str:
         found = [line for line in block if store in line.split()]
@@ -384,7 +385,7 @@ def test_status_text_prints_each_store(cli_world, capsys):
         return found[0]
 
     profile = line_of("profile-cache")
-    assert profile.startswith("held ") and PROFILE_OLDEST in profile and "45.0 days" in profile
+    assert PROFILE_OLDEST in profile and "45.0 days" in profile
     assert f"{PROFILE_PAST} past 30 days" in profile and f"{PROFILE_UNREADABLE} without a readable time" in profile
     assert "no retrieval time kept" in line_of("comments") and "no retrieval time kept" in line_of("consent")
     assert AVATAR_OLDEST in line_of("avatars") and REGISTRY_OLDEST in line_of("registry")

@@ -52,3 +52,33 @@ def test_status_help_says_what_reading_the_stores_costs(capsys):
         build_parser().parse_args(["status", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--no-stores" in out and "full Scan" in out and "grows with the data held" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["--stack", "", "status"], ["drain", "--stack", ""], ["--stack", "", "audit", "export"],
+])
+def test_an_empty_stack_is_refused_not_taken_for_the_sandbox(tmp_path, monkeypatch, capsys, argv):
+    # `--stack "$STACK"` with STACK unset must not act on whatever sandbox runs here.
+    monkeypatch.setenv("GDPR_SANDBOX_DIR", str(tmp_path))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--stack needs a stack name" in err and "make up" not in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["sites", "uninstall", "acme.atlassian.net", "--at", "2099-01-01T00:00:00Z"], "in the future"),
+    (["sites", "uninstall", "acme.atlassian.net", "--at", ""], "RFC 3339"),
+    (["sites", "uninstall", "acme atlassian net"], "site must be a site id"),
+    (["audit", "export", "--since", ""], "RFC 3339"),
+])
+def test_bad_lifecycle_and_audit_options_are_refused_before_touching_anything(tmp_path, monkeypatch, capsys,
+                                                                             argv, expected):
+    monkeypatch.setenv("GDPR_SANDBOX_DIR", str(tmp_path))  # no sandbox: touching it would say "make up"
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert expected in err and "make up" not in err and "Traceback" not in err
+
+
+def test_lifecycle_tick_is_a_verb_with_the_global_flags():
+    args = build_parser().parse_args(["lifecycle", "tick", "--json"])
+    assert args.func.__name__ == "cmd_lifecycle_tick" and args.json is True

@@ -63,6 +63,7 @@ from ..erasure.engine import (
 ACTIONS = ("uninstall", "reinstall")
 STATE_PREFIX = "uninstall#"
 PENDING, RUNNING, DONE, INSTALLED = "pending", "running", "done", "installed"
+MAX_FUTURE = timedelta(minutes=15)  # clock skew allowed on requestedAt; later would outrank any re-install
 STALE_AFTER = timedelta(minutes=30)  # > the queue's visibility timeout (12 min): a live chain is never stale
 DEFAULT_CHUNK = 200
 CHECKPOINT_EVERY = 50  # accounts between saved progress inside a chunk: 1 write per 50 accounts
@@ -362,6 +363,9 @@ class UninstallService:
         self._sqs.send_message(QueueUrl=self._queue, MessageBody=message.body())
 
     def handle(self, message: LifecycleMessage, time_left_ms: Callable[[], int] | None = None) -> dict[str, Any]:
+        if message.seq is None and clock.parse_rfc3339(message.requested_at) > self._now() + MAX_FUTURE:
+            # "Newest event wins": a request from the future would outrank every re-install until then.
+            raise InvalidMessage("requestedAt is more than 15 minutes in the future")
         if message.action == "reinstall":
             return self.reinstall(message.site, message.requested_at)
         if message.seq is None:
