@@ -252,10 +252,11 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     if args.format == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["recordId", "recordedAt", "action", "subject", "verified", "stores"])
-        for r in records:
+        writer.writerow(["recordId", "recordedAt", "action", "subject", "verified", "stores", "source"])
+        for r in records:  # source: an uninstall's account counts, an erasure's trigger (no personal data)
             writer.writerow([r["recordId"], r["recordedAt"], r["action"], r["subject"], r.get("verified"),
-                             json.dumps(r.get("stores"), default=str, sort_keys=True)])
+                             json.dumps(r.get("stores"), default=str, sort_keys=True),
+                             json.dumps(r.get("source"), default=str, sort_keys=True)])
         text = buf.getvalue().rstrip("\n")
     else:
         text = "\n".join(json.dumps(r, default=str, sort_keys=True) for r in records)
@@ -267,12 +268,14 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_consent_lookup(args: argparse.Namespace) -> int:
+    from gdpr_core.consent.model import ValidationError, validate_email
     from gdpr_core.consent.store import ConsentStore
 
+    try:
+        email = validate_email(args.email, "email")  # a clear error instead of an empty answer
+    except ValidationError:
+        raise CliError("not an email address") from None  # never echoes what was typed
     target = resolve(args.stack)
-    from gdpr_core.consent.model import validate_email
-
-    email = validate_email(args.email, "email")  # a clear error instead of an empty answer
     store = ConsentStore(target.env()["ConsentWebhookFunction"]["CONSENT_TABLE"], _pseudonymizer(target),
                          client=target.client("dynamodb"))
     data = store.lookup(email)
@@ -499,7 +502,10 @@ def main(argv: list[str] | None = None) -> int:
         error = exc.response.get("Error", {})
         print(f"gdprctl: AWS {error.get('Code', 'error')}: {error.get('Message', '')}", file=sys.stderr)
     except BotoCoreError as exc:  # no region, no credentials, endpoint unreachable
-        print(f"gdprctl: {exc}", file=sys.stderr)
+        from botocore.exceptions import NoRegionError
+
+        hint = " Set AWS_REGION (or the profile's region) for --stack." if isinstance(exc, NoRegionError) else ""
+        print(f"gdprctl: {exc}{hint}", file=sys.stderr)
     except (CliError, RuntimeError, ValueError, OSError, KeyError) as exc:
         print(f"gdprctl: {exc}", file=sys.stderr)
     return 1

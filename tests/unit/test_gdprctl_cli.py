@@ -28,7 +28,7 @@ def test_a_stack_without_a_region_is_a_clean_error(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     assert main(["--stack", "gdpr-prod", "status"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("gdprctl: ") and "region" in err.lower() and "Traceback" not in err
+    assert err.startswith("gdprctl: ") and "Set AWS_REGION" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("now", ["", "garbage", "2026-12-10"])
@@ -82,3 +82,10 @@ def test_bad_lifecycle_and_audit_options_are_refused_before_touching_anything(tm
 def test_lifecycle_tick_is_a_verb_with_the_global_flags():
     args = build_parser().parse_args(["lifecycle", "tick", "--json"])
     assert args.func.__name__ == "cmd_lifecycle_tick" and args.json is True
+
+
+def test_consent_lookup_of_a_non_email_says_so_without_echoing_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GDPR_SANDBOX_DIR", str(tmp_path))
+    assert main(["consent", "lookup", "jane.doe-at-example"]) == 1
+    err = capsys.readouterr().err
+    assert err == "gdprctl: not an email address\n" and "jane" not in err
