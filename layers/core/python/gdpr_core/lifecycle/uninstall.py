@@ -172,11 +172,18 @@ class SiteEraser(ErasureEngine):
         value = item.get(attribute) or {}
         return value.get("S") == site or site in (value.get("SS") or [])
 
+    @staticmethod
+    def _siteless(item: Mapping[str, Any], policy: pdm.Policy) -> bool:
+        """A removeSite item with no site left: an earlier run emptied its set, then failed before the
+        delete. By the policy such an item is deleted; without this it would be found by no one again."""
+        return policy.action == pdm.REMOVE_SITE and not (item.get(policy.site_attribute or "") or {})
+
     def _site_items(self, store: pdm.Store, account_id: str, site: str) -> list[dict[str, Any]]:
+        policy: pdm.Policy = store.uninstall  # type: ignore[assignment]
         items = []
         for key in self._find_keys(store, account_id):
             item = self._get(store, key)  # consistent: the site attribute may not be in the index
-            if item and self._on_site(item, store.uninstall.site_attribute, site):  # type: ignore[union-attr]
+            if item and (self._on_site(item, policy.site_attribute or "", site) or self._siteless(item, policy)):
                 items.append(item)
         return items
 
@@ -191,7 +198,7 @@ class SiteEraser(ErasureEngine):
             scrubbed = sum(1 for key in keys if self._scrub(store, policy, key))
         else:  # removeSite
             for item, key in zip(items, keys, strict=True):
-                if "SS" in item[policy.site_attribute]:  # type: ignore[index]
+                if "SS" in (item.get(policy.site_attribute or "") or {}):
                     kept = self._remove_from_set(store, policy.site_attribute or "", key, site)
                 else:  # a single-site item is the site's alone
                     kept = False
@@ -202,7 +209,8 @@ class SiteEraser(ErasureEngine):
         remaining = 0
         for key in keys:
             item = self._get(store, key)
-            if not item or not self._on_site(item, policy.site_attribute or "", site):
+            if not item or not (self._on_site(item, policy.site_attribute or "", site)
+                                or self._siteless(item, policy)):
                 continue
             if policy.action == pdm.SCRUB:
                 remaining += item.get(store.lookup_attribute) == {"S": account_id} and (
@@ -234,8 +242,10 @@ class SiteEraser(ErasureEngine):
         try:
             self._ddb.delete_item(
                 TableName=self._resources[store.name], Key=key,
-                ConditionExpression="attribute_not_exists(#a) OR #a = :site",
-                ExpressionAttributeNames={"#a": attribute}, ExpressionAttributeValues={":site": {"S": site}},
+                # attribute_exists(key): a missing item is not "deleted" again (it would count twice).
+                ConditionExpression="attribute_exists(#k) AND (attribute_not_exists(#a) OR #a = :site)",
+                ExpressionAttributeNames={"#a": attribute, "#k": next(iter(key))},
+                ExpressionAttributeValues={":site": {"S": site}},
             )
         except Exception as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
@@ -282,7 +292,8 @@ class SiteEraser(ErasureEngine):
         key = {store.key: {"S": account_id}}
         kept = self._remove_from_set(store, "sites", key, site)
         if kept is None:
-            return "absent"
+            # Not on the site: done before, or a run emptied `sites` and failed before the delete.
+            return "dropped" if self._delete_if_siteless(store, "sites", key, site) else "absent"
         if kept:
             return "removed"
         return "dropped" if self._delete_if_siteless(store, "sites", key, site) else "removed"
@@ -477,7 +488,8 @@ class UninstallService:
         params: dict[str, Any] = {
             "TableName": self._registry, "Limit": self.chunk_size, "ConsistentRead": True,
             "ProjectionExpression": "accountId",
-            "FilterExpression": "contains(sites, :site) AND #status = :active",
+            # attribute_not_exists: an item an earlier run left without sites (failed before its delete).
+            "FilterExpression": "(contains(sites, :site) OR attribute_not_exists(sites)) AND #status = :active",
             "ExpressionAttributeNames": {"#status": "status"},
             "ExpressionAttributeValues": {":site": {"S": site}, ":active": {"S": "active"}},
         }
