@@ -254,7 +254,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         writer = csv.writer(buf)
         writer.writerow(["recordId", "recordedAt", "action", "subject", "verified", "stores", "source"])
         for r in records:  # source: an uninstall's account counts, an erasure's trigger (no personal data)
-            writer.writerow([r["recordId"], r["recordedAt"], r["action"], r["subject"], r.get("verified"),
+            writer.writerow([r["recordId"], r["recordedAt"], r["action"], r["subject"], json.dumps(r.get("verified")),
                              json.dumps(r.get("stores"), default=str, sort_keys=True),
                              json.dumps(r.get("source"), default=str, sort_keys=True)])
         text = buf.getvalue().rstrip("\n")
@@ -364,7 +364,10 @@ def cmd_sites_uninstall(args: argparse.Namespace) -> int:
     from gdpr_core.clock import now
     from gdpr_core.lifecycle.uninstall import MAX_FUTURE, request_message
 
-    at = parse_rfc3339(args.at) if args.at is not None else None  # "" is refused, not taken as "now"
+    try:
+        at = parse_rfc3339(args.at) if args.at is not None else None  # "" is refused, not taken as "now"
+    except ValueError:
+        raise CliError("--at is not an RFC 3339 timestamp (e.g. 2026-12-01T10:30:00Z)") from None
     if at is not None and at > now() + MAX_FUTURE:
         raise CliError("--at is in the future: an uninstall dated later would outrank every re-install until then")
     body = request_message(args.site, at)  # validates the site before anything is touched
@@ -379,7 +382,6 @@ def cmd_sites_uninstall(args: argparse.Namespace) -> int:
 
 def cmd_sites_reinstall(args: argparse.Namespace) -> int:
     """Cancels a pending uninstall at once (not through the queue, so the answer says whether it worked)."""
-    from gdpr_core.clock import format_rfc3339, now
     from gdpr_core.lifecycle.service import build_uninstall
     from gdpr_core.lifecycle.uninstall import UninstallRefused, validate_site
 
@@ -387,7 +389,7 @@ def cmd_sites_reinstall(args: argparse.Namespace) -> int:
     service = build_uninstall(target.env()["ErasureFunction"], clients=target.client,
                               pseudonymizer=_pseudonymizer(target))
     try:
-        result = service.reinstall(validate_site(args.site), format_rfc3339(now()))
+        result = service.cancel(validate_site(args.site))
     except UninstallRefused as exc:
         raise CliError(str(exc)) from None
     words = {"cancelled": "pending uninstall cancelled", "recorded": "re-install recorded (no uninstall was pending)",
@@ -404,7 +406,8 @@ def cmd_lifecycle_tick(args: argparse.Namespace) -> int:
     _emit(args, result, f"uninstalls started {result.get('uninstallsStarted', 0)}, resumed "
                         f"{result.get('uninstallsResumed', 0)}; retention: {retention.get('candidates', 0)} "
                         f"candidates, {retention.get('purged', 0)} copies purged, "
-                        f"{retention.get('accountsDropped', 0)} accounts dropped, pass "
+                        f"{retention.get('accountsDropped', 0)} accounts dropped, "
+                        f"{retention.get('accountsMoved', 0)} moved forward, pass "
                         f"{'completed' if retention.get('passCompleted') else 'continues at the next tick'}")
     return 0
 
@@ -483,8 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle = verbs.add_parser("lifecycle", help="uninstalls and retention").add_subparsers(dest="sub",
                                                                                               required=True)
     p = lifecycle.add_parser("tick", parents=[common],
-                             help="run the lifecycle schedule now: start due uninstalls, one share of the "
-                                  "retention sweep")
+                             help="run the lifecycle schedule now: start due uninstalls, resume stalled ones, "
+                                  "one share of the retention sweep")
     p.set_defaults(func=cmd_lifecycle_tick)
     return parser
 

@@ -126,7 +126,7 @@ def test_audit_export_csv_with_out_file(target, tmp_path, capsys):
     text = path.read_text()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["recordId"] for r in rows] == [r["recordId"] for r in records]
-    assert rows[0]["subject"] == records[0]["subject"] and rows[0]["verified"] == "True"
+    assert rows[0]["subject"] == records[0]["subject"] and rows[0]["verified"] == "true"  # as in the JSON lines export
     assert json.loads(rows[0]["stores"])["avatars"] == {"deleted": 2, "found": 2, "remaining": 0, "scrubbed": 0}
     assert json.loads(rows[0]["source"]) == json.loads(json.dumps(records[0]["source"], default=str))
     assert json.loads(rows[0]["source"])["cycle"] == 3  # what the record was written with

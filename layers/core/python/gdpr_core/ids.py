@@ -30,3 +30,14 @@ def is_valid_account_id(account_id: object) -> bool:
     except InvalidAccountId:
         return False
     return True
+
+
+# Site ids go into S3 keys and conditions: no slashes, spaces or control characters.
+_SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,254}")
+
+
+def validate_site(site: object) -> str:
+    """A site id as the app registers it and uninstalls name it; the message never echoes the value."""
+    if not isinstance(site, str) or not _SITE.fullmatch(site):
+        raise ValueError("site must be a site id like example.atlassian.net (letters, digits, . _ : -)")
+    return site

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import clock
 from .adapters.aws import lazy_client
-from .ids import validate_account_id
+from .ids import validate_account_id, validate_site
 from .pseudonym import Pseudonymizer
 from .reporting.planner import NEW_KEY, QUARANTINE_KEY
 
@@ -71,8 +71,7 @@ class Registry:
     def record(self, account_id: str, site: str, retrieved_at: datetime) -> None:
         """Registers that the app holds PD of `account_id` retrieved through `site` at `retrieved_at`."""
         validate_account_id(account_id)
-        if not isinstance(site, str) or not site:
-            raise ValueError("site must be a non-empty string")
+        validate_site(site)  # the id an uninstall will name; never free text (it could carry an email)
         if not isinstance(retrieved_at, datetime) or retrieved_at.tzinfo is None:
             raise ValueError("retrieved_at must be a timezone-aware datetime")
         tombstone = self.client.get_item(

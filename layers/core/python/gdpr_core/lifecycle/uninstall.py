@@ -39,7 +39,6 @@ per-store counts and no personal data (not even the site id, which can name a pe
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,6 +58,7 @@ from ..erasure.engine import (
     load_queue_document,
     to_attr,
 )
+from ..ids import validate_site
 
 ACTIONS = ("uninstall", "reinstall")
 STATE_PREFIX = "uninstall#"
@@ -68,19 +68,11 @@ STALE_AFTER = timedelta(minutes=30)  # > the queue's visibility timeout (12 min)
 DEFAULT_CHUNK = 200
 CHECKPOINT_EVERY = 50  # accounts between saved progress inside a chunk: 1 write per 50 accounts
 TIME_RESERVE_MS = 20_000  # stop a chunk early with this much Lambda time left (checkpoint + send)
-# Site ids go into S3 keys and conditions: no slashes, spaces or control characters.
-_SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,254}")
 _COUNTS = ("found", "deleted", "scrubbed", "remaining")
 
 
 class UninstallRefused(RuntimeError):
     """The request cannot be applied (e.g. a re-install after erasure began); no personal data inside."""
-
-
-def validate_site(site: Any) -> str:
-    if not isinstance(site, str) or not _SITE.fullmatch(site):
-        raise ValueError("site must be a site id like example.atlassian.net (letters, digits, . _ : -)")
-    return site
 
 
 # ---------------------------------------------------------------- queue message
@@ -475,6 +467,14 @@ class UninstallService:
             return {"outcome": "superseded", "siteRef": self._site_ref(site), "state": item.get("state")}
         was = old.get("state", {}).get("S")
         return {"outcome": "cancelled" if was == PENDING else "recorded", "siteRef": self._site_ref(site)}
+
+    def cancel(self, site: str) -> dict[str, Any]:
+        """The operator's re-install, now. A pending uninstall dated a little ahead (within MAX_FUTURE)
+        is cancelled too: the operator acts after seeing it, whatever the sender's clock said."""
+        now = clock.format_rfc3339(self._now())
+        item = self._load(validate_site(site)) or {}
+        at = max(now, item.get("requestedAt") or now) if item.get("state") == PENDING else now
+        return self.reinstall(site, at)
 
     # ------------------------------------------------------------ chunks
     def run_chunk(self, site: str, requested_at: str, seq: int,
