@@ -57,10 +57,10 @@ class Sandbox:
               consenthub_api_url: str | None = None, http_port: int = 0) -> Sandbox:
         from moto.server import ThreadedMotoServer
 
+        from . import moto_patches
         from .http_api import HttpApi
-        from .moto_patches import stop_instance_tracking
 
-        stop_instance_tracking()  # a long-lived moto otherwise keeps every object copy it ever made
+        moto_patches.apply()  # a long-lived moto otherwise keeps every object copy it ever made
 
         state_dir = state_dir or paths.state_dir()
         (state_dir / "logs").mkdir(parents=True, exist_ok=True)

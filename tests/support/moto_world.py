@@ -22,13 +22,13 @@ from moto import mock_aws
 
 from gdpr_core import clock
 from gdpr_core.adapters import aws
-from gdpr_sandbox.moto_patches import stop_instance_tracking
+from gdpr_sandbox import moto_patches
 
 if TYPE_CHECKING:
     import pytest
 
 ACCOUNT_ID = "123456789012"
-stop_instance_tracking()  # as the sandbox does: moto otherwise keeps every copy it ever made
+moto_patches.apply()  # as the sandbox does: moto's listings otherwise copy (and keep) the whole bucket
 
 
 def fake_aws_env(monkeypatch: pytest.MonkeyPatch, region: str) -> None:
