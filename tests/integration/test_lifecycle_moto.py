@@ -393,6 +393,115 @@ def test_large_site_is_chunked_and_resumes_after_a_crash(chunked_world, monkeypa
     _assert_no_pd(w.logs.getvalue(), on_site[:3], lines[:3])
 
 
+# The issue's large site: 1,250 accounts on it (250 of them also on another site), each with a registry
+# entry, a profile, 6 comments and 32 avatar versions (the bucket is versioned: every refresh of a
+# picture keeps the older one) = 1,250 x 40 = 50,000 items; 100 more accounts live on another site only.
+ONLY_HERE, SHARED_HERE, ELSEWHERE, COMMENTS, AVATAR_VERSIONS = 1000, 250, 100, 6, 32
+
+
+def _add_avatar_versions(w: World, account_ids: list[str], site: str, versions: int) -> None:
+    """Older versions of each avatar, written straight into moto's bucket: 40,000 PutObject calls
+    through boto3 would take minutes and test nothing the ones written by the sample app do not."""
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[moto_world.ACCOUNT_ID]["aws"]
+    for account_id in account_ids:
+        for v in range(versions):
+            backend.put_object(w.env["AVATAR_BUCKET"], f"avatars/{account_id}/{site}.png", b"v%d" % v)
+
+
+def _held(w: World, account_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Per site, what the stores hold, read from the stores themselves (the bucket key by key: moto
+    copies the whole bucket for every page of an unfiltered listing)."""
+    held: dict[str, dict[str, int]] = {}
+
+    def add(site: str, store: str) -> None:
+        row = held.setdefault(site, dict.fromkeys(("registry", "profiles", "comments", "avatars"), 0))
+        row[store] += 1
+
+    for item in w.scan("REGISTRY_TABLE"):
+        for site in item.get("sites", {}).get("SS", []):
+            add(site, "registry")
+    for item in w.scan("PROFILE_CACHE_TABLE"):
+        for site in item["sites"]["SS"]:
+            add(site, "profiles")
+    for item in w.scan("COMMENTS_TABLE"):
+        if "authorAccountId" in item:  # a scrubbed comment holds no personal data
+            add(item["site"]["S"], "comments")
+    for account_id in account_ids:
+        page = w.s3.list_object_versions(Bucket=w.env["AVATAR_BUCKET"], Prefix=f"avatars/{account_id}/")
+        assert not page.get("IsTruncated")
+        for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            add(version["Key"].rsplit("/", 1)[1].removesuffix(".png"), "avatars")
+    return held
+
+
+def test_a_site_with_50000_items_is_erased_in_chunks_and_resumes_after_a_failure_and_a_kill(world, monkeypatch):
+    """Production chunk size (200 registry items per message); one store failure and one hard kill in
+    the middle of chunks."""
+    w = world
+    only_here = [f"5be2{n:020x}" for n in range(ONLY_HERE)]
+    shared = [f"5be3{n:020x}" for n in range(SHARED_HERE)]
+    elsewhere = [f"6ce2{n:020x}" for n in range(ELSEWHERE)]
+    on_site, everyone = only_here + shared, only_here + shared + elsewhere
+    lines = [line(a, SITE, n, comments=COMMENTS) for n, a in enumerate(on_site)]
+    lines += [line(a, OTHER_SITE, n, comments=1) for n, a in enumerate(shared + elsewhere)]
+    _seed(w, lines)
+    _add_avatar_versions(w, on_site, SITE, AVATAR_VERSIONS - 1)
+    before = _held(w, everyone)
+    n = len(on_site)
+    assert before[SITE] == {"registry": n, "profiles": n, "comments": n * COMMENTS, "avatars": n * AVATAR_VERSIONS}
+    assert sum(before[SITE].values()) == 50_000
+
+    from gdpr_core.lifecycle.uninstall import SiteEraser
+
+    original, calls = SiteEraser.remove_site, {"n": 0}
+    fail_at, kill_at = n // 4 + 9, n * 5 // 8 + 5  # inside chunks, not on a checkpoint
+
+    def failing(self, account_id, site):
+        calls["n"] += 1
+        if calls["n"] == fail_at:  # a store failure: the run saves its progress and hands the error to SQS
+            raise RuntimeError("simulated store failure")
+        if calls["n"] == kill_at:  # the Lambda is killed: the chunk resumes from its last checkpoint
+            raise HardKill()
+        return original(self, account_id, site)
+
+    monkeypatch.setattr(SiteEraser, "remove_site", failing)
+    requested = _uninstall(w)
+    seen = w.drain(batch=1)
+
+    assert seen["failed"] == 2 and seen["killed"] == 1
+    completed = seen["messages"] - 1 - seen["failed"]  # chunk deliveries that finished their page
+    pages = -(-len(everyone) // lifecycle_uninstall.DEFAULT_CHUNK)
+    # A resumed delivery reads a full page from where the failed one stopped: each failure moves the
+    # later page boundaries, by less than a page.
+    assert pages - 2 <= completed <= pages + 2
+    # Resumed, not restarted: every account once, plus the two failed calls, plus at most the accounts
+    # the killed run finished after its last checkpoint.
+    assert n + 2 <= calls["n"] <= n + 2 + lifecycle_uninstall.CHECKPOINT_EVERY
+
+    after = _held(w, everyone)
+    assert SITE not in after  # nothing left in any store
+    assert after == {OTHER_SITE: before[OTHER_SITE]}  # the other site's data is untouched
+    assert {i["accountId"]["S"] for i in w.scan("REGISTRY_TABLE")} == set(shared + elsewhere)
+    assert all(w.registry(a)["sites"] == [OTHER_SITE] for a in shared[::25])
+    assert _due_accounts(w) == set(shared + elsewhere)  # still reported, each once
+
+    (record,) = w.audit()
+    assert record["recordId"]["S"] == f"uninstall#{PZ.site(SITE)}#{requested}"
+    source, stores = engine_plain(record["source"]), engine_plain(record["stores"])
+    lost = lifecycle_uninstall.CHECKPOINT_EVERY  # a kill may lose the counts of this many accounts
+    assert n - lost <= source["accounts"] <= n and ONLY_HERE - lost <= source["accountsDropped"] <= ONLY_HERE
+    assert source["chunks"] == completed
+    assert stores["registry"]["found"] == source["accounts"] and stores["registry"]["remaining"] == 0
+    # The failed account's stores were erased before the failure, so its redo finds them empty: + 1.
+    assert (n - lost - 1) * AVATAR_VERSIONS <= stores["avatars"]["deleted"] == stores["avatars"]["found"] \
+        <= n * AVATAR_VERSIONS
+    assert (n - lost - 1) * COMMENTS <= stores["comments"]["scrubbed"] <= n * COMMENTS
+    assert all(row["remaining"] == 0 for row in stores.values()) and engine_plain(record["verified"]) is True
+    _assert_no_pd(w.logs.getvalue() + json.dumps(record), on_site[::50], lines[::50])
+
+
 def test_a_hard_kill_loses_the_counts_of_fewer_accounts_than_a_checkpoint_interval(chunked_world, monkeypatch):
     w = chunked_world
     on_site = [f"5be2{n:020x}" for n in range(40)]
