@@ -74,9 +74,9 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     result = seed(target.session, env, read_lines(Path(args.file)), _pseudonymizer(target))
     data = {"lines": result.lines, "accounts": len(result.accounts), "sites": len(result.sites),
             "comments": result.comments, "avatars": result.avatars, "refused_erased": result.refused}
+    refused = f"; {result.refused} lines refused: account already erased as closed" if result.refused else ""
     _emit(args, data, f"seeded {data['accounts']} accounts on {data['sites']} sites ({data['lines']} retrievals, "
-                      f"{data['comments']} comments, {data['avatars']} avatars); "
-                      f"{result.refused} lines refused: account already erased as closed")
+                      f"{data['comments']} comments, {data['avatars']} avatars){refused}")
     return 0
 
 

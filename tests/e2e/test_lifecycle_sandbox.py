@@ -38,7 +38,8 @@ def test_uninstall_erases_the_site_and_keeps_shared_accounts_reported(tmp_path, 
         endpoints = json.loads((state / "endpoints.json").read_text())
         emulator = endpoints["emulator_url"]
         requests.post(f"{emulator}/_emulator/config", json={"closed": [], "updated": []}, timeout=10)
-        gdprctl(state, "sandbox", "seed", str(seed_file))
+        seeded = gdprctl(state, "sandbox", "seed", str(seed_file)).stdout
+        assert seeded.startswith("seeded 3 accounts") and "refused" not in seeded  # no "0 lines refused"
         start = parse_rfc3339(format_rfc3339(now()))
         gdprctl(state, "report", "--now", format_rfc3339(start))  # new accounts are reported at once
 
