@@ -308,7 +308,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lifecycle_status(target: Any, stores: bool = True, now: Any = None) -> dict[str, Any]:
+def _lifecycle_status(target: Any, stores: bool = True) -> dict[str, Any]:
     """Sites pending or being uninstalled (site ids: what the operator typed, not personal data of users),
     the retention sweep's position, and (unless `stores` is false) the oldest copy held per store of the
     personal-data map: store names, times and counts only."""
@@ -327,7 +327,7 @@ def _lifecycle_status(target: Any, stores: bool = True, now: Any = None) -> dict
         pd_map = pdmap.load()
         # The wall clock, as the retention sweep uses: not the reporter's `report --now` time, which a
         # sandbox may run ahead (ages would then count days that have not passed for the sweep).
-        now = now or clock_now()
+        now = clock_now()
         data["oldestHeldAsOf"] = format_rfc3339(now)
         data["oldestHeld"] = oldest_held(pd_map, pd_map.resolve(env), dynamodb=ddb, s3=target.client("s3"), now=now)
     return data

@@ -170,12 +170,18 @@ class SiteEraser(ErasureEngine):
         delete. By the policy such an item is deleted; without this it would be found by no one again."""
         return policy.action == pdm.REMOVE_SITE and not (item.get(policy.site_attribute or "") or {})
 
+    def _holds_site(self, item: Mapping[str, Any] | None, policy: pdm.Policy, site: str) -> bool:
+        """The item is the site's to act on: on the site, or a removeSite item left with no site."""
+        if not item:
+            return False
+        return self._on_site(item, policy.site_attribute or "", site) or self._siteless(item, policy)
+
     def _site_items(self, store: pdm.Store, account_id: str, site: str) -> list[dict[str, Any]]:
         policy: pdm.Policy = store.uninstall  # type: ignore[assignment]
         items = []
         for key in self._find_keys(store, account_id):
             item = self._get(store, key)  # consistent: the site attribute may not be in the index
-            if item and (self._on_site(item, policy.site_attribute or "", site) or self._siteless(item, policy)):
+            if self._holds_site(item, policy, site):
                 items.append(item)
         return items
 
@@ -201,8 +207,7 @@ class SiteEraser(ErasureEngine):
         remaining = 0
         for key in keys:
             item = self._get(store, key)
-            if not item or not (self._on_site(item, policy.site_attribute or "", site)
-                                or self._siteless(item, policy)):
+            if not self._holds_site(item, policy, site):
                 continue
             if policy.action == pdm.SCRUB:
                 remaining += item.get(store.lookup_attribute) == {"S": account_id} and (
