@@ -373,7 +373,7 @@ class UninstallService:
     def handle(self, message: LifecycleMessage, time_left_ms: Callable[[], int] | None = None) -> dict[str, Any]:
         if message.seq is None and clock.parse_rfc3339(message.requested_at) > self._now() + MAX_FUTURE:
             # "Newest event wins": a request from the future would outrank every re-install until then.
-            raise InvalidMessage("requestedAt is more than 15 minutes in the future")
+            raise InvalidMessage(f"requestedAt is more than {MAX_FUTURE.seconds // 60} minutes in the future")
         if message.action == "reinstall":
             return self.reinstall(message.site, message.requested_at)
         if message.seq is None:
