@@ -28,6 +28,7 @@ from tests.support import aws_events, moto_world, stacks
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "functions" / "erasure" / "app.py"
+PD_MAP = REPO / "layers" / "core" / "python" / "gdpr_core" / "personal_data_map.json"
 SQS_SAMPLE = json.loads(aws_events.path("sqs-receive-message.json").read_text())
 PSEUDONYM_KEY = "lifecycle-test-pseudonym-key-0123456789"
 PZ = Pseudonymizer(PSEUDONYM_KEY)
@@ -237,6 +238,19 @@ def engine_plain(value: dict) -> dict:
     from gdpr_core.erasure.engine import from_attr
 
     return from_attr(value)
+
+
+def test_an_uninstall_of_a_site_that_held_nothing_is_audited_with_every_store_at_0_found(world):
+    _seed(world, [line(OTHER, OTHER_SITE, 0)])
+    _uninstall(world)
+    world.drain()
+    (record,) = world.audit()
+    stores = engine_plain(record["stores"])
+    store_names = [s["name"] for s in json.loads(PD_MAP.read_text())["stores"] if s["uninstall"]["action"] != "none"]
+    assert sorted(stores) == sorted(store_names) and "consent" not in stores
+    assert all(row == {"found": 0, "deleted": 0, "scrubbed": 0, "remaining": 0} for row in stores.values())
+    assert engine_plain(record["source"])["accounts"] == 0 and record["verified"] == {"BOOL": True}
+    assert world.registry(OTHER)["sites"] == [OTHER_SITE] and world.profile(OTHER) is not None
 
 
 def test_malformed_uninstall_fails_only_its_item_without_echoing_the_site(world):

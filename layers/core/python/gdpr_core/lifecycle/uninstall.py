@@ -130,6 +130,12 @@ class SiteEraser(ErasureEngine):
         personal_data_map.require_uninstall()
         super().__init__(personal_data_map, resources, **kwargs)
 
+    def uninstall_stores(self) -> list[str]:
+        """Every store an uninstall acts on, the registry last: the audit record names each, "0 found" too."""
+        acting = [s.name for s in self.map.stores if s.uninstall is not None and s.uninstall.action != pdm.NONE
+                  and s.name != self.registry.name]
+        return [*acting, self.registry.name]
+
     def erase_site(self, account_id: str, site: str, now: datetime) -> list[StoreResult]:
         """Data stores, verified together, then hooks; the registry is left to remove_site (last)."""
         results: list[StoreResult] = []
@@ -599,6 +605,8 @@ class UninstallService:
     def _record(self, ref: str, state: Mapping[str, Any], requested_at: str, progress: Mapping[str, Any],
                 seq: int) -> dict[str, Any]:
         finished = self._now()
+        # A store the site held nothing in is recorded as "0 found", never left out.
+        stores = {name: dict.fromkeys(_COUNTS, 0) for name in self.eraser.uninstall_stores()} | progress["stores"]
         record = {
             "recordId": f"uninstall#{ref}#{requested_at}",
             "day": finished.astimezone(UTC).date().isoformat(),
@@ -608,8 +616,8 @@ class UninstallService:
             "source": {"reason": "uninstalled", "requestedAt": requested_at, "accounts": progress["accounts"],
                        "accountsDropped": progress["dropped"], "chunks": seq + 1,
                        "graceHours": state.get("graceHours", 0)},
-            "stores": progress["stores"],
-            "verified": all(v["remaining"] == 0 for v in progress["stores"].values()),
+            "stores": stores,
+            "verified": all(v["remaining"] == 0 for v in stores.values()),
             "startedAt": state.get("startedAt") or clock.format_rfc3339(finished),
             "finishedAt": clock.format_rfc3339(finished),
             "schema": AUDIT_SCHEMA,
