@@ -9,9 +9,11 @@ import sys
 from collections import defaultdict
 from datetime import timedelta
 
+import boto3
 import requests
 
 from gdpr_core.clock import format_rfc3339, now, parse_rfc3339
+from gdpr_core.lifecycle.uninstall import app_event
 
 from .conftest import gdprctl, personal_strings, run
 
@@ -87,9 +89,23 @@ def test_uninstall_erases_the_site_and_keeps_shared_accounts_reported(tmp_path, 
         timed = [r for r in lifecycle["oldestHeld"] if r["maxAgeDays"] is not None]
         assert timed and all(r["pastMaxAge"] == 0 for r in timed), timed
 
+        # The app may publish its uninstall on EventBridge instead: the deployed rule puts it on the
+        # actions queue. A site of the account that lived elsewhere goes; its other sites stay.
+        elsewhere_sites = sorted({ln["site"] for ln in by_account[elsewhere]})
+        events = boto3.client("events", endpoint_url=endpoints["aws_endpoint_url"], region_name=endpoints["region"],
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        published = events.put_events(Entries=[app_event(elsewhere_sites[0])])
+        assert published["FailedEntryCount"] == 0
+        gdprctl(state, "drain")
+        after = json.loads(gdprctl(state, "subject", "export", elsewhere, "--json").stdout)
+        assert sorted(r["sites"] for r in after["registry"]) == ([elsewhere_sites[1:]] if elsewhere_sites[1:] else [])
+        audit = [json.loads(x) for x in gdprctl(state, "audit", "export").stdout.splitlines()]
+        assert len([r for r in audit if r["action"] == "uninstall"]) == 2
+        assert json.loads(gdprctl(state, "status", "--json").stdout)["queues"]["dead_letter"] == 0
+
         files = [p for p in (state / "logs").rglob("*") if p.is_file()]
         logs = "".join(p.read_text(errors="replace") for p in files)
         assert files and "lifecycle message done" in logs
-        assert only not in logs and shared not in logs
+        assert only not in logs and shared not in logs and elsewhere not in logs
     finally:
         run([sys.executable, "-m", "gdpr_sandbox", "down"], env=env, timeout=60)

@@ -66,6 +66,7 @@ class World:
     logs: io.StringIO
     queue: str
     clock: clock.ManualClock
+    dlq: str = ""
 
     def invoke(self, messages: list[dict], context: LambdaContext | None = None) -> dict:
         records = []
@@ -145,7 +146,8 @@ def _world(monkeypatch, grace: str = "0", chunk: str = "200"):
         with moto_world.manual_clock(NOW) as manual:
             app = moto_world.load_handler(HANDLER)
             with moto_world.redirect_logs(app.logger, io.StringIO()) as logs:
-                yield World(ddb, s3, sqs, env, app, logs, queues["ActionsQueue"], manual)
+                yield World(ddb, s3, sqs, env, app, logs, queues["ActionsQueue"], manual,
+                            queues["ActionsDeadLetterQueue"])
 
 
 @pytest.fixture
@@ -307,6 +309,52 @@ def test_a_registration_with_a_site_that_is_not_a_site_id_is_refused_without_ech
     assert world.scan("REGISTRY_TABLE") == []  # nothing written
 
 
+def _events(w: World) -> Any:
+    """moto's EventBridge with the template's rules, their targets the world's queues."""
+    events = boto3.client("events", region_name=REGION)
+    if not events.list_rules()["Rules"]:
+        assert stacks.create_event_rules(events, w.sqs, {"ActionsQueue": w.queue,
+                                                          "ActionsDeadLetterQueue": w.dlq}) == ["AppLifecycleRule"]
+    return events
+
+
+def _publish(w: World, action: str, site: str = SITE, at: datetime | None = None) -> None:
+    """The app publishes its lifecycle event; the template's rule puts it on the actions queue."""
+    answer = _events(w).put_events(Entries=[lifecycle_uninstall.app_event(site, action, at or w.clock.now())])
+    assert answer["FailedEntryCount"] == 0
+
+
+def test_an_uninstall_the_app_publishes_on_eventbridge_erases_the_site(world):
+    lines = [line(GONE, SITE, 0), line(SHARED, SITE, 1), line(SHARED, OTHER_SITE, 2)]
+    _seed(world, lines)
+    _publish(world, "uninstall")
+    # An event for another app's source or another detail-type never reaches the queue.
+    boto3.client("events", region_name=REGION).put_events(Entries=[
+        {**lifecycle_uninstall.app_event(OTHER_SITE), "Source": "some-other-app"},
+        {**lifecycle_uninstall.app_event(OTHER_SITE), "DetailType": "App Upgraded"}])
+    assert world.drain() == {"messages": 2, "failed": 0, "killed": 0}  # the event, then chunk 0
+    assert world.export(GONE) == {k: [] for k in world.export(GONE)}
+    assert world.registry(SHARED)["sites"] == [OTHER_SITE] and world.profile(SHARED) is not None
+    (record,) = world.audit()
+    assert record["action"] == {"S": "uninstall"} and record["verified"] == {"BOOL": True}
+    _assert_no_pd(json.dumps(record) + world.logs.getvalue(), [GONE, SHARED], lines)
+    # EventBridge delivers at least once: the same event again changes nothing.
+    _publish(world, "uninstall", at=NOW)
+    world.drain()
+    assert len(world.audit()) == 1 and world.registry(SHARED)["sites"] == [OTHER_SITE]
+
+
+def test_a_malformed_event_the_app_publishes_ends_in_the_dlq_without_echoing_the_site(world):
+    bad = {**lifecycle_uninstall.app_event(SITE), "Detail": json.dumps({"site": "bad site/..", "by": "x"})}
+    _events(world).put_events(Entries=[bad])
+    assert world.drain() == {"messages": 5, "failed": 5, "killed": 0}  # maxReceiveCount, then the DLQ
+    (dead,) = world.sqs.receive_message(QueueUrl=world.dlq, MaxNumberOfMessages=10)["Messages"]
+    assert json.loads(dead["Body"])["detail"] == {"site": "bad site/..", "by": "x"}  # kept whole, for replay
+    assert "unknown fields in the EventBridge detail ['by']" in world.logs.getvalue()
+    assert "bad site" not in world.logs.getvalue()
+    assert lifecycle_uninstall.list_states(world.ddb, world.env["STATE_TABLE"]) == []
+
+
 def test_reinstall_within_the_grace_period_erases_nothing(grace_world):
     w = grace_world
     lines = [line(GONE, SITE, 0), line(SHARED, SITE, 1), line(SHARED, OTHER_SITE, 2)]
@@ -332,6 +380,22 @@ def test_reinstall_within_the_grace_period_erases_nothing(grace_world):
     # An uninstall message older than the re-install (late delivery) is ignored.
     _uninstall(w, at=NOW + timedelta(minutes=5))
     w.drain()
+    assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "installed"
+
+
+def test_an_install_event_within_the_grace_period_cancels_the_published_uninstall(grace_world):
+    w = grace_world
+    _seed(w, [line(GONE, SITE, 0)])
+    _publish(w, "uninstall")
+    w.drain()
+    assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "pending"
+    w.clock.advance(hours=2)
+    _publish(w, "reinstall")
+    w.drain()
+    w.clock.advance(hours=30)
+    assert w.tick()["uninstallsStarted"] == 0
+    w.drain()
+    assert w.profile(GONE) is not None and w.registry(GONE)["sites"] == [SITE] and w.audit() == []
     assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "installed"
 
 

@@ -146,3 +146,46 @@ def create_queues(sqs: Any, prefix: str = "test-", template: dict[str, Any] | No
         policy = f'{{"deadLetterTargetArn": "{target}", "maxReceiveCount": "{redrive["maxReceiveCount"]}"}}'
         sqs.set_queue_attributes(QueueUrl=urls[logical_id], Attributes={"RedrivePolicy": policy})
     return urls
+
+
+def create_event_rules(events: Any, sqs: Any, queue_urls: dict[str, str],
+                       template: dict[str, Any] | None = None) -> list[str]:
+    """Every EventBridge rule of the main template with its SQS targets (their queues from
+    create_queues), parameters at their defaults; returns the rule names."""
+    import json
+
+    template = template or load_template()
+    params = parameter_defaults(template)
+
+    def queue_arn(node: Any) -> str:
+        url = queue_urls[node["Fn::GetAtt"][0]]
+        return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def resolved(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"Ref"}:
+            return params[node["Ref"]]
+        if isinstance(node, dict):
+            return {k: resolved(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolved(v) for v in node]
+        return node
+
+    names = []
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Events::Rule":
+            continue
+        props = resolved(copy.deepcopy(resource["Properties"]))
+        bus = props.get("EventBusName", "default")
+        events.put_rule(Name=logical_id, EventBusName=bus, EventPattern=json.dumps(props["EventPattern"]),
+                        State=props.get("State", "ENABLED"))
+        targets = []
+        for target in props["Targets"]:
+            entry = {"Id": target["Id"], "Arn": queue_arn(target["Arn"])}
+            if "DeadLetterConfig" in target:
+                entry["DeadLetterConfig"] = {"Arn": queue_arn(target["DeadLetterConfig"]["Arn"])}
+            if "RetryPolicy" in target:
+                entry["RetryPolicy"] = target["RetryPolicy"]
+            targets.append(entry)
+        events.put_targets(Rule=logical_id, EventBusName=bus, Targets=targets)
+        names.append(logical_id)
+    return names

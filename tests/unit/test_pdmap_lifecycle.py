@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 
 import pytest
 
 from gdpr_core.erasure import pdmap
 from gdpr_core.erasure.engine import InvalidMessage
-from gdpr_core.lifecycle.uninstall import parse_lifecycle_message, request_message, validate_site
+from gdpr_core.lifecycle.uninstall import (
+    APP_EVENT_TYPES,
+    app_event,
+    is_lifecycle_message,
+    parse_lifecycle_message,
+    request_message,
+    validate_site,
+)
+from tests.support import aws_events
 from tests.support.pdmap_docs import RAW, map_doc, parse_error
+from tests.support.stacks import load_template, parameter_defaults
 
 
 def test_shipped_map_says_what_uninstall_and_retention_do():
@@ -108,3 +118,71 @@ def test_uninstall_message_round_trip_and_errors_never_echo_the_site():
     for bad in ("", " x", "a/b", "a b", "x" * 300, None, 3):
         with pytest.raises(ValueError):
             validate_site(bad)
+
+
+# ------------------------------------------------------------------ the app's EventBridge events
+def _delivered(entry: dict, time: str = "2026-12-01T09:00:00Z") -> str:
+    """The queue body EventBridge delivers for a PutEvents entry: AWS's own sample event (the scheduled
+    one) with the entry's source, detail-type and detail, as the rule's SQS target sends it whole."""
+    event = aws_events.load("scheduled-event.json")
+    event.update({"source": entry["Source"], "detail-type": entry["DetailType"],
+                  "detail": json.loads(entry["Detail"]), "time": time, "resources": []})
+    return json.dumps(event)
+
+
+def test_the_apps_eventbridge_events_parse_to_the_same_requests_as_queue_messages():
+    when = datetime(2026, 12, 1, 8, 59, 30, 250000, tzinfo=UTC)
+    for action in ("uninstall", "reinstall"):
+        body = _delivered(app_event("acme.atlassian.net", action, when))
+        assert is_lifecycle_message(body)
+        message = parse_lifecycle_message(body)
+        assert (message.action, message.site, message.requested_at, message.seq) == (
+            action, "acme.atlassian.net", "2026-12-01T08:59:30.250Z", None)
+    # Without requestedAt in the detail, the event's own time stands for it.
+    bare = _delivered({"Source": "atlassian-app", "DetailType": "App Uninstalled",
+                       "Detail": json.dumps({"site": "acme.atlassian.net"})})
+    assert parse_lifecycle_message(bare).requested_at == "2026-12-01T09:00:00.000Z"
+
+
+def test_a_malformed_or_foreign_eventbridge_event_is_refused_without_echoing_the_site():
+    base = {"Source": "atlassian-app", "DetailType": "App Uninstalled"}
+    cases = [
+        (_delivered({**base, "Detail": json.dumps({"site": "bad/site.example"})}), "site must be a site id"),
+        (_delivered({**base, "Detail": json.dumps({})}), "site must be a site id"),
+        (_delivered({**base, "Detail": json.dumps({"site": "a.example", "tenant": "bad/site.example"})}),
+         "unknown fields in the EventBridge detail ['tenant']"),
+        (_delivered({**base, "Detail": json.dumps({"site": "a.example", "jane@example.org": 1, "x": 2})}),
+         "unknown fields in the EventBridge detail ['x'] and 1 more not shown"),
+        (_delivered({**base, "Detail": json.dumps(["bad/site.example"])}), "detail must be a JSON object"),
+        (_delivered({**base, "Detail": json.dumps({"site": "a.example", "requestedAt": "soon"})}),
+         "requestedAt is not an RFC 3339 timestamp"),
+        # AWS's scheduled event itself, had a schedule been pointed at the actions queue.
+        (json.dumps(aws_events.load("scheduled-event.json")), "detail-type must be one of"),
+    ]
+    for raw, expected in cases:
+        assert is_lifecycle_message(raw)  # routed to the lifecycle parser, which names the problem
+        with pytest.raises(InvalidMessage) as info:
+            parse_lifecycle_message(raw)
+        assert expected in str(info.value) and "bad/site" not in str(info.value) and "jane" not in str(info.value)
+    with pytest.raises(ValueError, match="action must be"):
+        app_event("acme.atlassian.net", "erase")
+    with pytest.raises(ValueError, match="site must be a site id"):
+        app_event("bad site")
+
+
+def test_the_templates_rule_matches_exactly_the_events_the_parser_and_the_helper_know():
+    template = load_template()
+    rule = template["Resources"]["AppLifecycleRule"]["Properties"]
+    assert sorted(rule["EventPattern"]["detail-type"]) == sorted(APP_EVENT_TYPES)
+    assert rule["EventPattern"]["source"] == [{"Ref": "AppEventSource"}]
+    assert rule["EventBusName"] == {"Ref": "AppEventBusName"}
+    defaults = parameter_defaults(template)
+    entry = app_event("acme.atlassian.net")
+    assert (entry["Source"], entry["EventBusName"]) == (defaults["AppEventSource"], defaults["AppEventBusName"])
+    # The rule may write only to the actions queue and its DLQ, and only as that rule.
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["ActionsQueue", "Arn"]}
+    assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["ActionsDeadLetterQueue", "Arn"]}
+    (statement,) = template["Resources"]["ActionsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"} and statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["AppLifecycleRule", "Arn"]}}}

@@ -1,8 +1,10 @@
 """Uninstall: erase what the app holds because of one site, in resumable chunks through the queue.
 
-Entry point: an actions-queue message `{"schema": 1, "action": "uninstall", "site": S,
+Entry points: an actions-queue message `{"schema": 1, "action": "uninstall", "site": S,
 "requestedAt": T}` (the app forwards Connect's `uninstalled` callback or Forge's uninstall event;
-`gdprctl sites uninstall S` sends the same). `{"action": "reinstall", ...}` cancels a pending one.
+`gdprctl sites uninstall S` sends the same), or an EventBridge event the app publishes (detail-type
+`App Uninstalled`, detail `{"site": S}`), which the template's AppLifecycleRule delivers whole to the
+same queue. `{"action": "reinstall", ...}` / `App Installed` cancels a pending one.
 
 State, one item per site in the StateTable (`pk = "uninstall#" + keyed hash of the site`):
 `pending` (grace period running) -> `running` (chunks) -> `done`; `installed` after a re-install.
@@ -39,6 +41,7 @@ per-store counts and no personal data (not even the site id, which can name a pe
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,6 +64,9 @@ from ..erasure.engine import (
 from ..ids import validate_site
 
 ACTIONS = ("uninstall", "reinstall")
+# EventBridge detail-types (infra/template.yaml AppLifecycleRule matches exactly these) -> action.
+APP_EVENT_TYPES = {"App Uninstalled": "uninstall", "App Installed": "reinstall"}
+_ENVELOPE = ("detail-type", "source", "detail")  # what marks a queue body as a whole EventBridge event
 STATE_PREFIX = "uninstall#"
 PENDING, RUNNING, DONE, INSTALLED = "pending", "running", "done", "installed"
 MAX_FUTURE = timedelta(minutes=15)  # clock skew allowed on requestedAt; later would outrank any re-install
@@ -91,22 +97,57 @@ class LifecycleMessage:
         return json.dumps(doc)
 
 
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+
+
+def _unknown_fields(where: str, unknown: set[str]) -> InvalidMessage:
+    """Names field names that look like names; a key that could be data (an email, say) is only counted."""
+    named = sorted(k for k in unknown if _FIELD_NAME.fullmatch(k))
+    others = len(unknown) - len(named)
+    return InvalidMessage(f"unknown fields{where} {named}" + (f" and {others} more not shown" if others else ""))
+
+
+def _is_app_event(doc: object) -> bool:
+    return isinstance(doc, dict) and all(k in doc for k in _ENVELOPE)
+
+
 def is_lifecycle_message(body: str | bytes | None) -> bool:
-    """Cheap routing test for the actions queue; the full check is parse_lifecycle_message."""
+    """Cheap routing test for the actions queue (a lifecycle message or any EventBridge event, so a
+    foreign event gets the lifecycle parser's precise error); the full check is parse_lifecycle_message."""
     try:
         doc = json.loads(body or "")
     except (ValueError, UnicodeDecodeError):
         return False
-    return isinstance(doc, dict) and doc.get("action") in ACTIONS
+    return isinstance(doc, dict) and (doc.get("action") in ACTIONS or _is_app_event(doc))
+
+
+def _from_app_event(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """An EventBridge event as the rule delivers it -> the queue document it stands for. `requestedAt`
+    is the detail's when the app gives one (the time it saw the callback), else the event's `time`."""
+    action = APP_EVENT_TYPES.get(doc["detail-type"])
+    if action is None:
+        raise InvalidMessage(f"EventBridge detail-type must be one of {sorted(APP_EVENT_TYPES)}")
+    detail = doc["detail"]
+    if not isinstance(detail, dict):
+        raise InvalidMessage("EventBridge detail must be a JSON object")
+    unknown = set(detail) - {"site", "requestedAt"}
+    if unknown:
+        raise _unknown_fields(" in the EventBridge detail", unknown)
+    return {"schema": 1, "action": action, "site": detail.get("site"),
+            "requestedAt": detail.get("requestedAt", doc.get("time"))}
 
 
 def parse_lifecycle_message(body: str | bytes | None) -> LifecycleMessage:
-    doc = load_queue_document(body)
+    try:
+        raw = json.loads(body or "")
+    except (ValueError, UnicodeDecodeError):
+        raw = None
+    doc = _from_app_event(raw) if _is_app_event(raw) else load_queue_document(body)
     if doc.get("action") not in ACTIONS:
         raise InvalidMessage("action must be uninstall or reinstall")
     unknown = set(doc) - {"schema", "action", "site", "requestedAt", "seq"}
     if unknown:
-        raise InvalidMessage(f"unknown fields {sorted(unknown)}")
+        raise _unknown_fields("", unknown)
     try:
         site = validate_site(doc.get("site"))
     except ValueError as exc:
@@ -676,4 +717,16 @@ def request_message(site: str, requested_at: datetime | None = None) -> str:
     """The queue body the app (or gdprctl) sends when the app was uninstalled from `site`."""
     when = requested_at or clock.now()
     return LifecycleMessage("uninstall", validate_site(site), clock.format_rfc3339(when)).body()
+
+
+def app_event(site: str, action: str = "uninstall", requested_at: datetime | None = None, *,
+              source: str = "atlassian-app", event_bus: str = "default") -> dict[str, str]:
+    """The EventBridge PutEvents entry the app publishes instead of a queue message (`source` and
+    `event_bus` as the stack's AppEventSource and AppEventBusName parameters)."""
+    detail_type = {a: t for t, a in APP_EVENT_TYPES.items()}.get(action)
+    if detail_type is None:
+        raise ValueError("action must be uninstall or reinstall")
+    when = clock.format_rfc3339(requested_at or clock.now())
+    return {"Source": source, "DetailType": detail_type, "EventBusName": event_bus,
+            "Detail": json.dumps({"site": validate_site(site), "requestedAt": when})}
 
