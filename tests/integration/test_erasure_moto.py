@@ -306,11 +306,19 @@ def test_malformed_messages_are_failed_items_never_dropped(world):
 def test_refresh_deletes_stale_copies_keeps_comments_and_audits_per_cycle(world):
     seed_account(world, ACCOUNT, NAME, EMAIL)
     subject = Pseudonymizer(PSEUDONYM_KEY).account(ACCOUNT)
+    # An `updated` account is active and in its shard of the cycle (only `closed` ones move to erasing).
+    world.ddb.update_item(TableName=world.env["REGISTRY_TABLE"], Key={"accountId": {"S": ACCOUNT}},
+                          UpdateExpression="SET #s = :a, reportKey = :k", ExpressionAttributeNames={"#s": "status"},
+                          ExpressionAttributeValues={":a": {"S": "active"}, ":k": {"S": "s#017"}})
+    before = get(world, "REGISTRY_TABLE", {"accountId": {"S": ACCOUNT}})
     assert world.invoke(message("refresh"), message("refresh")) == {"batchItemFailures": []}
     assert get(world, "PROFILE_CACHE_TABLE", {"accountId": {"S": ACCOUNT}}) is None
     assert avatar_versions(world, ACCOUNT) == 0
     assert author_index(world, ACCOUNT) == 3
-    assert get(world, "REGISTRY_TABLE", {"accountId": {"S": ACCOUNT}}) is None
+    # The comments still name the account: it stays registered (and reported), updatedAt moved forward.
+    after = get(world, "REGISTRY_TABLE", {"accountId": {"S": ACCOUNT}})
+    assert after is not None and after["status"] == {"S": "active"} and after["reportKey"] == before["reportKey"]
+    assert after["updatedAt"]["S"] > before["updatedAt"]["S"]
     assert get(world, "REGISTRY_TABLE", {"accountId": {"S": "tombstone#" + subject}}) is None
     records = world.scan("AUDIT_TABLE")
     assert [r["recordId"]["S"] for r in records] == [f"refresh#{subject}#3"]

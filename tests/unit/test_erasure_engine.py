@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gdpr_core import clock
 from gdpr_core.erasure import audit, pdmap
 from gdpr_core.erasure.engine import (
     ErasureEngine,
@@ -453,18 +454,30 @@ def test_scrubbed_item_deleted_meanwhile_is_not_an_error(world):
 
 
 # ------------------------------------------------------------------ updated
-def test_updated_deletes_stale_copies_and_the_registration_only(world):
+def test_updated_deletes_stale_copies_and_keeps_reporting_an_account_whose_comments_stay(world):
     ddb, s3 = world
+    ddb.tables["accounts"][k(ACCOUNT)]["status"] = {"S": "active"}
     hook_calls = []
     engine = make_engine(ddb, s3, hooks={"consent.erase_account": lambda a, n: hook_calls.append(a) or 0})
     results = {r.store: r for r in engine.apply(ACCOUNT, "updated", NOW)}
     assert set(results) == {"profile-cache", "avatars", "registry"}  # `none` stores are left out
-    assert results["registry"].deleted == 1 and results["registry"].remaining == 0
-    assert k(ACCOUNT) not in ddb.tables["accounts"]
     assert k(ACCOUNT) not in ddb.tables["profiles"]
+    # The comments (`updated: none`) still hold the person's id and name, so the account stays registered
+    # and reported (a later `closed` must reach them), as of the time the update was handled.
     assert sum(from_item(i).get("authorAccountId") == ACCOUNT for i in ddb.tables["comments"].values()) == 3
+    assert (results["registry"].found, results["registry"].deleted, results["registry"].remaining) == (1, 0, 0)
+    assert from_item(ddb.tables["accounts"][k(ACCOUNT)])["updatedAt"] == clock.format_rfc3339(NOW)
     assert hook_calls == []
     assert not calls(ddb, "transact_write_items")
+
+
+def test_updated_drops_the_registration_when_nothing_of_the_account_is_left(world):
+    ddb, s3 = world
+    for key in [key for key, item in ddb.tables["comments"].items() if from_item(item)["authorAccountId"] == ACCOUNT]:
+        del ddb.tables["comments"][key]
+    results = {r.store: r for r in make_engine(ddb, s3).apply(ACCOUNT, "updated", NOW)}
+    assert results["registry"].deleted == 1 and results["registry"].remaining == 0
+    assert k(ACCOUNT) not in ddb.tables["accounts"] and k(OTHER) in ddb.tables["accounts"]
 
 
 # ------------------------------------------------------------------ export

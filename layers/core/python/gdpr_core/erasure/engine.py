@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import clock
 from ..ids import InvalidAccountId, validate_account_id
+from ..registry import STATUS_ACTIVE
 from . import pdmap as pdm
 
 BATCH_WRITE_MAX = 25
@@ -243,7 +244,7 @@ class ErasureEngine:
             policy = store.policy(reason)
             if store.kind == pdm.HOOK and policy.action == pdm.RUN_HOOK:
                 verified.append(self._run_hook(store, policy, account_id, now))
-        verified.append(self._registry(account_id, reason))
+        verified.append(self._registry(account_id, reason, now))
         if any(r.remaining for r in verified):
             raise VerificationFailed(verified)
         return verified
@@ -273,7 +274,8 @@ class ErasureEngine:
         )
 
     # ------------------------------------------------------------ DynamoDB
-    def _query_pages(self, store: pdm.Store, account_id: str, keys_only: bool) -> Iterator[list[dict]]:
+    def _query_pages(self, store: pdm.Store, account_id: str, keys_only: bool,
+                     limit: int | None = None) -> Iterator[list[dict]]:
         params: dict[str, Any] = {
             "TableName": self._resources[store.name],
             "KeyConditionExpression": "#a = :id",
@@ -288,8 +290,8 @@ class ErasureEngine:
             names = {f"#k{i}": k for i, k in enumerate(store.table_key)}
             params["ExpressionAttributeNames"].update(names)
             params["ProjectionExpression"] = ", ".join(names)
-        if self._page_size:
-            params["Limit"] = self._page_size
+        if limit or self._page_size:
+            params["Limit"] = limit or self._page_size
         while True:
             page = self._ddb.query(**params)
             yield page.get("Items", [])
@@ -452,9 +454,42 @@ class ErasureEngine:
             )
         raise ErasureError(f"store '{store.name}': hook returned no count")
 
-    def _registry(self, account_id: str, reason: str) -> StoreResult:
+    def _holds_any(self, store: pdm.Store, account_id: str) -> bool:
+        """Whether the store keeps anything of the account (one item or one object version is enough)."""
+        if store.kind == pdm.DYNAMODB:
+            return bool(next(self._query_pages(store, account_id, keys_only=True, limit=1), []))
+        bucket, prefix = self._resources[store.name], store.prefix(account_id)
+        if store.versions:
+            page = self._s3.list_object_versions(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+            return bool(page.get("Versions") or page.get("DeleteMarkers"))
+        return bool(self._s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents"))
+
+    def _kept_on_update(self, account_id: str) -> list[str]:
+        """Stores whose `updated` policy keeps the account's data and that still hold some."""
+        return [s.name for s in self.map.stores if s.kind in (pdm.DYNAMODB, pdm.S3)
+                and s.updated.action == pdm.NONE and self._holds_any(s, account_id)]
+
+    def _registry(self, account_id: str, reason: str, now: datetime) -> StoreResult:
         store = self.registry
         table, key = self._resources[store.name], {store.key: {"S": account_id}}
+        if reason == "updated" and self._kept_on_update(account_id):
+            # The app still holds this person's data where the map keeps it on `updated` (comments): the
+            # account must stay reported, or a later `closed` would never reach that data. What was stale
+            # is gone and the rest needs no refresh by the map, so updatedAt becomes the time the update
+            # was handled (only ever forward); Atlassian answers `updated` again after the next change.
+            try:
+                self._ddb.update_item(
+                    TableName=table, Key=key, UpdateExpression="SET #u = :now",
+                    ConditionExpression="#status = :active AND #u < :now",
+                    ExpressionAttributeNames={"#status": "status", "#u": "updatedAt"},
+                    ExpressionAttributeValues={":active": {"S": STATUS_ACTIVE},
+                                               ":now": {"S": clock.format_rfc3339(now)}},
+                )
+            except Exception as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+            found = int(self._get(store, key) is not None)
+            return StoreResult(store.name, found=found)  # kept: nothing deleted, nothing left to verify
         if reason == "closed":
             found = int(
                 "Item"
