@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -46,19 +47,31 @@ def now() -> datetime:
     return _clock.now()
 
 
+# RFC 3339 section 5.6 date-time: full date, T (or t, or the space the RFC's note allows), full time with
+# optional fraction, Z or a +hh:mm offset. Not the other ISO 8601 forms fromisoformat also takes.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
+_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?")  # the same without a zone
+
+
 def parse_rfc3339(value: str) -> datetime:
     """Parses an RFC 3339 timestamp ('Z' or offset); raises ValueError with no echo of the value."""
-    if not isinstance(value, str) or "T" not in value:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        if isinstance(value, str) and _LOCAL.fullmatch(value):
+            raise ValueError("RFC 3339 timestamp without a UTC offset")
         raise ValueError("not an RFC 3339 timestamp")
+    text = value[:10] + "T" + value[11:-1] + "+00:00" if value[-1] in "Zz" else value[:10] + "T" + value[11:]
+    head, dot, rest = text.partition(".")
+    if dot:  # fromisoformat takes at most microseconds: keep 6 fraction digits
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = head + "." + rest[:min(digits, 6)].ljust(6, "0") + rest[digits:]
     try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):  # 2026-02-30, 24:00:00, or beyond year 1..9999 once in UTC
         raise ValueError("not an RFC 3339 timestamp") from None
-    if parsed.tzinfo is None:
-        raise ValueError("RFC 3339 timestamp without a UTC offset")
-    return parsed.astimezone(UTC)
 
 
 def format_rfc3339(when: datetime) -> str:
-    """Millisecond precision with 'Z', as Atlassian's examples show (2018-10-25T23:08:51.382Z)."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    """Millisecond precision with 'Z', as Atlassian's examples show (2018-10-25T23:08:51.382Z). The year
+    is always four digits (strftime's %Y is not, below 1000), so the strings sort like the instants."""
+    utc = when.astimezone(UTC)
+    return f"{utc.year:04d}-" + utc.strftime("%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
