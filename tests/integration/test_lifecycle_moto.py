@@ -29,6 +29,7 @@ REGION = "us-east-1"
 REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "functions" / "erasure" / "app.py"
 PD_MAP = REPO / "layers" / "core" / "python" / "gdpr_core" / "personal_data_map.json"
+VISIBILITY_TIMEOUT = int(stacks.load_template()["Resources"]["ActionsQueue"]["Properties"]["VisibilityTimeout"])
 SQS_SAMPLE = json.loads(aws_events.path("sqs-receive-message.json").read_text())
 PSEUDONYM_KEY = "lifecycle-test-pseudonym-key-0123456789"
 PZ = Pseudonymizer(PSEUDONYM_KEY)
@@ -90,6 +91,9 @@ class World:
             except HardKill:
                 seen["killed"] += 1
                 failed = {m["MessageId"] for m in got}
+                # SQS redelivers a dead Lambda's messages after the visibility timeout, by which time the
+                # chunk lease the dead run held has run out.
+                self.clock.advance(seconds=VISIBILITY_TIMEOUT)
             for m in got:
                 seen["messages"] += 1
                 if m["MessageId"] in failed:
@@ -291,8 +295,9 @@ def test_the_operator_cancels_a_pending_uninstall_dated_a_little_ahead(world):
     _uninstall(world, at=NOW + timedelta(minutes=10))  # the sender's clock runs ahead (allowed skew)
     world.drain()
     service = build_uninstall(world.env, clients=lambda s: boto3.client(s, region_name=REGION), pseudonymizer=PZ)
-    # A re-install message dated now is older than the request, so it does not outrank it ...
-    assert service.reinstall(SITE, clock.format_rfc3339(NOW))["outcome"] == "superseded"
+    # A re-install message dated now is older than the request, within the skew: refused loudly ...
+    with pytest.raises(lifecycle_uninstall.UninstallRefused, match="their order is uncertain"):
+        service.reinstall(SITE, clock.format_rfc3339(NOW))
     # ... but the operator, acting after seeing it pending, cancels it.
     assert service.cancel(SITE)["outcome"] == "cancelled"
     world.clock.advance(minutes=20)
@@ -397,6 +402,41 @@ def test_an_install_event_within_the_grace_period_cancels_the_published_uninstal
     w.drain()
     assert w.profile(GONE) is not None and w.registry(GONE)["sites"] == [SITE] and w.audit() == []
     assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "installed"
+
+
+def _deliver_one(w: World, body: str) -> list:
+    w.send(body)
+    got = w.sqs.receive_message(QueueUrl=w.queue, MaxNumberOfMessages=1)["Messages"]
+    failures = w.invoke(got)["batchItemFailures"]
+    w.sqs.delete_message(QueueUrl=w.queue, ReceiptHandle=got[0]["ReceiptHandle"])
+    return failures
+
+
+def test_an_uninstall_and_a_reinstall_within_the_clock_skew_of_each_other_fail_loudly(grace_world):
+    """Which came last cannot be known within the allowed skew: neither erasing a re-installed site nor
+    keeping an uninstalled one's data happens silently; the message fails (DLQ, alarm) with a reason."""
+    w = grace_world
+    _seed(w, [line(GONE, SITE, 0)])
+    reinstall = lambda at: json.dumps({"schema": 1, "action": "reinstall", "site": SITE,  # noqa: E731
+                                       "requestedAt": clock.format_rfc3339(at)})
+    # The uninstall's sender runs 3 minutes ahead; the re-install, sent after it, is dated earlier.
+    assert _deliver_one(w, lifecycle_uninstall.request_message(SITE, NOW + timedelta(minutes=3))) == []
+    assert len(_deliver_one(w, reinstall(NOW))) == 1
+    assert "a pending uninstall of this site is dated no more than 15 minutes after" in w.logs.getvalue()
+    assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "pending"
+    # Well outside the skew, an older re-install is a late delivery: ignored, as before.
+    assert _deliver_one(w, reinstall(NOW - timedelta(hours=2))) == []
+    # The mirror case: a re-install is recorded, then an uninstall dated a little before it arrives.
+    assert _deliver_one(w, reinstall(NOW + timedelta(minutes=4))) == []
+    assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "installed"
+    assert len(_deliver_one(w, lifecycle_uninstall.request_message(SITE, NOW + timedelta(minutes=1)))) == 1
+    assert "a re-install of this site is recorded no more than 15 minutes after" in w.logs.getvalue()
+    # A redelivery of the uninstall the re-install cancelled is a duplicate, not an alarm.
+    assert _deliver_one(w, lifecycle_uninstall.request_message(SITE, NOW + timedelta(minutes=3))) == []
+    w.clock.advance(hours=30)
+    assert w.tick()["uninstallsStarted"] == 0
+    assert w.profile(GONE) is not None and w.audit() == []
+    assert SITE not in w.logs.getvalue()
 
 
 def test_uninstall_after_the_grace_period_runs_from_the_tick_and_then_refuses_reinstall(grace_world):
@@ -604,6 +644,42 @@ def test_a_hard_kill_loses_the_counts_of_fewer_accounts_than_a_checkpoint_interv
     # Accounts 11 and 12 finished after the last checkpoint and before the kill: the redo no longer
     # matches them (their site is gone), so the record misses exactly those two.
     assert source["accounts"] == 40 - 2 and source["accountsDropped"] == 40 - 2
+
+
+def test_a_duplicate_delivery_of_a_running_chunk_leaves_it_alone_and_every_account_is_counted_once(
+        chunked_world, monkeypatch):
+    """SQS delivers at least once and the tick re-sends: a second copy of a chunk arriving while the
+    first runs must not erase in parallel (its counts would be lost when it loses the checkpoint)."""
+    from gdpr_core.lifecycle.service import handle_message
+
+    w = chunked_world
+    accounts = [f"5be2{n:020x}" for n in range(45)]
+    _seed(w, [line(a, SITE, n, comments=1) for n, a in enumerate(accounts)])
+    _uninstall(w)
+    (request,) = w.sqs.receive_message(QueueUrl=w.queue, MaxNumberOfMessages=1)["Messages"]
+    assert w.invoke([request])["batchItemFailures"] == []
+    w.sqs.delete_message(QueueUrl=w.queue, ReceiptHandle=request["ReceiptHandle"])
+    (chunk,) = w.sqs.receive_message(QueueUrl=w.queue, MaxNumberOfMessages=1)["Messages"]
+    assert json.loads(chunk["Body"])["seq"] == 0
+    duplicate: list[dict] = []
+    original = lifecycle_uninstall.SiteEraser.erase_site
+
+    def erase_while_a_copy_arrives(self, account_id, site, now):
+        if not duplicate:
+            duplicate.append(handle_message(chunk["Body"], w.env, pseudonymizer=PZ,
+                                            clients=lambda s: boto3.client(s, region_name=REGION)))
+        return original(self, account_id, site, now)
+
+    monkeypatch.setattr(lifecycle_uninstall.SiteEraser, "erase_site", erase_while_a_copy_arrives)
+    assert w.invoke([chunk])["batchItemFailures"] == []
+    w.sqs.delete_message(QueueUrl=w.queue, ReceiptHandle=chunk["ReceiptHandle"])
+    assert duplicate[0]["outcome"] == "busy"
+    w.drain()
+    (record,) = w.audit()
+    source, stores = engine_plain(record["source"]), engine_plain(record["stores"])
+    assert source["accounts"] == len(accounts) == source["accountsDropped"]
+    assert stores["registry"]["found"] == stores["profile-cache"]["found"] == stores["avatars"]["found"] == 45
+    assert all(w.registry(a) is None for a in accounts)
 
 
 def test_a_chunk_short_of_time_hands_the_rest_of_its_page_to_the_next_message(chunked_world):

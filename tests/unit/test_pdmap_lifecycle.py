@@ -138,17 +138,21 @@ def test_the_apps_eventbridge_events_parse_to_the_same_requests_as_queue_message
         message = parse_lifecycle_message(body)
         assert (message.action, message.site, message.requested_at, message.seq) == (
             action, "acme.atlassian.net", "2026-12-01T08:59:30.250Z", None)
-    # Without requestedAt in the detail, the event's own time stands for it.
-    bare = _delivered({"Source": "atlassian-app", "DetailType": "App Uninstalled",
+    # The event's own time (whole seconds) does not stand in for requestedAt: it could reorder an
+    # uninstall and a re-install of the same second.
+    bare = _delivered({"Source": "atlassian-app", "DetailType": "App Installed",
                        "Detail": json.dumps({"site": "acme.atlassian.net"})})
-    assert parse_lifecycle_message(bare).requested_at == "2026-12-01T09:00:00.000Z"
+    with pytest.raises(InvalidMessage, match="the EventBridge detail needs requestedAt"):
+        parse_lifecycle_message(bare)
 
 
 def test_a_malformed_or_foreign_eventbridge_event_is_refused_without_echoing_the_site():
     base = {"Source": "atlassian-app", "DetailType": "App Uninstalled"}
     cases = [
-        (_delivered({**base, "Detail": json.dumps({"site": "bad/site.example"})}), "site must be a site id"),
-        (_delivered({**base, "Detail": json.dumps({})}), "site must be a site id"),
+        (_delivered({**base, "Detail": json.dumps({"site": "bad/site.example",
+                                                    "requestedAt": "2026-12-01T09:00:00Z"})}),
+         "site must be a site id"),
+        (_delivered({**base, "Detail": json.dumps({"requestedAt": "2026-12-01T09:00:00Z"})}), "site must be a site id"),
         (_delivered({**base, "Detail": json.dumps({"site": "a.example", "tenant": "bad/site.example"})}),
          "unknown fields in the EventBridge detail ['tenant']"),
         (_delivered({**base, "Detail": json.dumps({"site": "a.example", "jane@example.org": 1, "x": 2})}),
@@ -186,3 +190,27 @@ def test_the_templates_rule_matches_exactly_the_events_the_parser_and_the_helper
     (statement,) = template["Resources"]["ActionsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Principal"] == {"Service": "events.amazonaws.com"} and statement["Action"] == "sqs:SendMessage"
     assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["AppLifecycleRule", "Arn"]}}}
+
+
+def test_odd_shapes_on_the_actions_queue_get_a_reason_not_a_type_error():
+    """The handler's routing: lifecycle parser for lifecycle messages and events, else the erasure one."""
+    from gdpr_core.erasure.engine import parse_action_message
+
+    def parse(body: str):
+        return (parse_lifecycle_message if is_lifecycle_message(body) else parse_action_message)(body)
+
+    event = json.loads(_delivered(app_event("acme.atlassian.net")))
+    cases = [
+        (json.dumps({"schema": 1, "action": ["uninstall"], "site": "a.example"}), "action must be erase or refresh"),
+        (json.dumps({"schema": 1, "action": {"x": 1}}), "action must be erase or refresh"),
+        (json.dumps({"schema": 1, "action": "UNINSTALL", "site": "a.example"}),
+         "or, for a site, uninstall or reinstall"),
+        (json.dumps({**event, "detail-type": ["App Uninstalled"]}), "detail-type must be one of"),
+        (json.dumps({**event, "detail-type": {"a": 1}}), "detail-type must be one of"),
+        ("[" * 100_000 + "]" * 100_000, "body is not JSON"),
+        (json.dumps({"schema": 1, "action": "uninstall", "site": "a.example",
+                     "requestedAt": "0001-01-01T00:00:00+01:00"}), "requestedAt is not an RFC 3339 timestamp"),
+    ]
+    for raw, expected in cases:
+        with pytest.raises(InvalidMessage, match=expected.replace("(", r"\(").replace(")", r"\)")):
+            parse(raw)

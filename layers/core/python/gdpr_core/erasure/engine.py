@@ -152,7 +152,7 @@ def load_queue_document(body: str | bytes | None) -> dict[str, Any]:
     """The JSON object of a schema-1 actions-queue body (erasure or site lifecycle), fields unchecked."""
     try:
         doc = json.loads(body or "")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise InvalidMessage("body is not JSON") from None
     if not isinstance(doc, dict):
         raise InvalidMessage("body is not a JSON object")
@@ -164,8 +164,8 @@ def load_queue_document(body: str | bytes | None) -> dict[str, Any]:
 def parse_action_message(body: str | bytes | None) -> ActionMessage:
     doc = load_queue_document(body)
     action = doc.get("action")
-    if action not in ACTIONS:
-        raise InvalidMessage("action must be erase or refresh")
+    if not isinstance(action, str) or action not in ACTIONS:
+        raise InvalidMessage("action must be erase or refresh (or, for a site, uninstall or reinstall)")
     if "reason" in doc and doc["reason"] != ACTIONS[action]:
         raise InvalidMessage("reason does not match action")
     try:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -74,6 +75,9 @@ STALE_AFTER = timedelta(minutes=30)  # > the queue's visibility timeout (12 min)
 DEFAULT_CHUNK = 200
 CHECKPOINT_EVERY = 50  # accounts between saved progress inside a chunk: 1 write per 50 accounts
 TIME_RESERVE_MS = 20_000  # stop a chunk early with this much Lambda time left (checkpoint + send)
+DEFAULT_LEASE = timedelta(seconds=120)  # a chunk's lease without a Lambda context: the erasure function's timeout
+LEASE_MARGIN = timedelta(seconds=30)  # a lease outlives its holder a little; a hard kill's redelivery (after
+#                                       the queue's 12-minute visibility timeout) always finds it expired
 _COUNTS = ("found", "deleted", "scrubbed", "remaining")
 
 
@@ -116,15 +120,17 @@ def is_lifecycle_message(body: str | bytes | None) -> bool:
     foreign event gets the lifecycle parser's precise error); the full check is parse_lifecycle_message."""
     try:
         doc = json.loads(body or "")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(doc, dict) and (doc.get("action") in ACTIONS or _is_app_event(doc))
 
 
 def _from_app_event(doc: Mapping[str, Any]) -> dict[str, Any]:
     """An EventBridge event as the rule delivers it -> the queue document it stands for. `requestedAt`
-    is the detail's when the app gives one (the time it saw the callback), else the event's `time`."""
-    action = APP_EVENT_TYPES.get(doc["detail-type"])
+    (when the app saw the callback) is required: the event's own `time` has only whole seconds, and the
+    newest of an uninstall and a re-install wins, so a re-install in the same second could lose."""
+    kind = doc["detail-type"]
+    action = APP_EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if action is None:
         raise InvalidMessage(f"EventBridge detail-type must be one of {sorted(APP_EVENT_TYPES)}")
     detail = doc["detail"]
@@ -133,14 +139,15 @@ def _from_app_event(doc: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(detail) - {"site", "requestedAt"}
     if unknown:
         raise _unknown_fields(" in the EventBridge detail", unknown)
-    return {"schema": 1, "action": action, "site": detail.get("site"),
-            "requestedAt": detail.get("requestedAt", doc.get("time"))}
+    if "requestedAt" not in detail:
+        raise InvalidMessage("the EventBridge detail needs requestedAt (RFC 3339, when the app saw the callback)")
+    return {"schema": 1, "action": action, "site": detail.get("site"), "requestedAt": detail["requestedAt"]}
 
 
 def parse_lifecycle_message(body: str | bytes | None) -> LifecycleMessage:
     try:
         raw = json.loads(body or "")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raw = None
     doc = _from_app_event(raw) if _is_app_event(raw) else load_queue_document(body)
     if doc.get("action") not in ACTIONS:
@@ -344,11 +351,19 @@ class SiteEraser(ErasureEngine):
 
 
 # ---------------------------------------------------------------- the uninstall run
+_SKEW_MINUTES = MAX_FUTURE.seconds // 60
+
+
+def _within_skew(earlier: str, later: str | None) -> bool:
+    """`earlier` is older than `later` by no more than the clock skew allowed between senders."""
+    return later is not None and clock.parse_rfc3339(later) - clock.parse_rfc3339(earlier) <= MAX_FUTURE
+
+
 def _stores_doc(totals: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
     return {name: {k: int(v.get(k, 0)) for k in _COUNTS} for name, v in totals.items()}
 
 
-_PART_MATCHES = "(attribute_not_exists(part) OR part = :part)"
+_PART_MATCHES = "(attribute_not_exists(part) OR part = :part) AND leaseId = :lease"
 
 
 class _ChunkProgress:
@@ -410,6 +425,13 @@ class UninstallService:
     def _key(self, site: str) -> dict[str, Any]:
         return {"pk": {"S": STATE_PREFIX + self._site_ref(site)}}
 
+    def newest_event(self, site: str) -> str | None:
+        """The requestedAt/reinstalledAt an uninstall must be newer than to be acted on (None: any is)."""
+        item = self._load(validate_site(site)) or {}
+        if item.get("state") not in (DONE, INSTALLED):
+            return None
+        return max(t for t in (item.get("requestedAt"), item.get("reinstalledAt"), "") if t is not None) or None
+
     def _load(self, site: str) -> dict[str, Any] | None:
         item = self._ddb.get_item(TableName=self._state, Key=self._key(site), ConsistentRead=True).get("Item")
         return from_item(item) if item else None
@@ -420,7 +442,7 @@ class UninstallService:
     def handle(self, message: LifecycleMessage, time_left_ms: Callable[[], int] | None = None) -> dict[str, Any]:
         if message.seq is None and clock.parse_rfc3339(message.requested_at) > self._now() + MAX_FUTURE:
             # "Newest event wins": a request from the future would outrank every re-install until then.
-            raise InvalidMessage(f"requestedAt is more than {MAX_FUTURE.seconds // 60} minutes in the future")
+            raise InvalidMessage(f"requestedAt is more than {_SKEW_MINUTES} minutes in the future")
         if message.action == "reinstall":
             return self.reinstall(message.site, message.requested_at)
         if message.seq is None:
@@ -463,6 +485,13 @@ class UninstallService:
             outcome = "duplicate" if same else "superseded"
             if same and item.get("state") == PENDING and due <= self._now():
                 return {"outcome": self._start(site, requested_at), "siteRef": ref}
+            if not same and item.get("state") == INSTALLED and _within_skew(requested_at, item.get("reinstalledAt")):
+                # Which came last is unknowable within the clocks' skew; ignoring it could keep the data of
+                # a site the app has left. Fail loudly (DLQ, alarm): a person decides.
+                raise UninstallRefused(
+                    f"a re-install of this site is recorded no more than {_SKEW_MINUTES} minutes after this "
+                    "uninstall, so their order is uncertain; if the app is not installed there, run "
+                    "`gdprctl sites uninstall`, else drop this message") from None
             return {"outcome": outcome, "siteRef": ref, "state": item.get("state")}
         if due > self._now():
             return {"outcome": PENDING, "siteRef": ref, "dueAt": clock.format_rfc3339(due)}
@@ -516,6 +545,13 @@ class UninstallService:
             if item.get("state") == RUNNING:
                 raise UninstallRefused("the uninstall of this site is already erasing data; it cannot be "
                                        "cancelled (re-registered accounts are held anew)") from None
+            if item.get("state") == PENDING and item.get("reinstalledAt") != requested_at \
+                    and _within_skew(requested_at, item.get("requestedAt")):
+                # The mirror case: ignoring it could erase a site the app is installed on again.
+                raise UninstallRefused(
+                    f"a pending uninstall of this site is dated no more than {_SKEW_MINUTES} minutes after this "
+                    "re-install, so their order is uncertain; if the app is installed there, run "
+                    "`gdprctl sites reinstall` before the grace period ends, else drop this message") from None
             return {"outcome": "superseded", "siteRef": self._site_ref(site), "state": item.get("state")}
         was = old.get("state", {}).get("S")
         return {"outcome": "cancelled" if was == PENDING else "recorded", "siteRef": self._site_ref(site)}
@@ -536,6 +572,31 @@ class UninstallService:
         if not state or state.get("state") != RUNNING or state.get("requestedAt") != requested_at \
                 or state.get("seq") != seq:
             return {"outcome": "stale", "siteRef": ref}  # cancelled, finished, or a duplicate delivery
+        claimed = self._claim(site, requested_at, seq, time_left_ms)
+        if claimed is None:
+            # Another delivery of this chunk holds it (SQS delivers at least once, the tick re-sends):
+            # it carries on, or its own redelivery (or the tick) does once its lease has run out.
+            return {"outcome": "busy", "siteRef": ref}
+        state, lease = claimed
+        run = _ChunkProgress(state)
+        try:
+            return self._run_claimed(site, requested_at, seq, state, run, lease, time_left_ms)
+        except Exception:
+            # Save what finished, so the redelivery neither repeats nor forgets it, and hand the chunk
+            # back (the lease) so that redelivery may run it at once; the error stands.
+            try:
+                if run.unsaved:
+                    self._checkpoint(site, requested_at, seq, run, lease, release=True)
+                else:
+                    self._release(site, lease)
+            except Exception:  # noqa: BLE001, S110 - the original error is the one to report
+                pass
+            raise
+
+    def _run_claimed(self, site: str, requested_at: str, seq: int, state: Mapping[str, Any], run: _ChunkProgress,
+                     lease: str, time_left_ms: Callable[[], int] | None) -> dict[str, Any]:
+        """One Scan page of the site's accounts, under this delivery's lease."""
+        ref = self._site_ref(site)
         now = self._now()
         params: dict[str, Any] = {
             "TableName": self._registry, "Limit": self.chunk_size, "ConsistentRead": True,
@@ -548,62 +609,81 @@ class UninstallService:
         if state.get("cursor"):
             params["ExclusiveStartKey"] = {"accountId": {"S": state["cursor"]}}
         page = self._ddb.scan(**params)
-        run = _ChunkProgress(state)
         items = page.get("Items", [])
         cut_short = False
-        try:
-            for n, item in enumerate(items, start=1):
-                account_id = item["accountId"]["S"]
-                run.add(self.eraser.erase_site(account_id, site, now), self.eraser.remove_site(account_id, site),
-                        self.eraser.registry.name, account_id)
-                if n == len(items):
-                    break
-                if time_left_ms is not None and time_left_ms() < TIME_RESERVE_MS:
-                    cut_short = True  # the rest of the page goes on in the next message
-                    break
-                if run.unsaved >= CHECKPOINT_EVERY and not self._checkpoint(site, requested_at, seq, run):
-                    return {"outcome": "stale", "siteRef": ref}
-        except Exception:
-            if run.unsaved:
-                # Save what finished, so the redelivery neither repeats nor forgets it; the error stands.
-                try:
-                    self._checkpoint(site, requested_at, seq, run)
-                except Exception:  # noqa: BLE001, S110 - the original error is the one to report
-                    pass
-            raise
+        for n, item in enumerate(items, start=1):
+            account_id = item["accountId"]["S"]
+            run.add(self.eraser.erase_site(account_id, site, now), self.eraser.remove_site(account_id, site),
+                    self.eraser.registry.name, account_id)
+            if n == len(items):
+                break
+            if time_left_ms is not None and time_left_ms() < TIME_RESERVE_MS:
+                cut_short = True  # the rest of the page goes on in the next message
+                break
+            if run.unsaved >= CHECKPOINT_EVERY and not self._checkpoint(site, requested_at, seq, run, lease):
+                return {"outcome": "stale", "siteRef": ref}
         if cut_short:
             cursor = run.last
         else:
             cursor = (page.get("LastEvaluatedKey") or {}).get("accountId", {}).get("S")
         progress = run.doc()
         if cursor:
-            if not self._advance(site, requested_at, seq, {**progress, "cursor": cursor}, part=run.part):
+            if not self._advance(site, requested_at, seq, {**progress, "cursor": cursor}, lease, part=run.part):
                 return {"outcome": "stale", "siteRef": ref}
             self._send(LifecycleMessage("uninstall", site, requested_at, seq + 1))
             return {"outcome": "chunk", "siteRef": ref, "seq": seq, "accounts": run.accounts}
         record = self._record(ref, state, requested_at, progress, seq)
         written = self._audit.write(record)
-        if not self._advance(site, requested_at, seq, {**progress, "recordId": record["recordId"]}, finish=True,
-                             part=run.part):
+        if not self._advance(site, requested_at, seq, {**progress, "recordId": record["recordId"]}, lease,
+                             finish=True, part=run.part):
             return {"outcome": "stale", "siteRef": ref}
         return {"outcome": "finished", "siteRef": ref, "recordId": record["recordId"], "recorded": written,
                 "accounts": run.accounts, "dropped": run.dropped, "stores": progress["stores"]}
 
-    def _checkpoint(self, site: str, requested_at: str, seq: int, run: _ChunkProgress) -> bool:
-        """Saves progress inside chunk `seq` (same seq: a redelivery resumes after `run.last`)."""
+    def _claim(self, site: str, requested_at: str, seq: int,
+               time_left_ms: Callable[[], int] | None) -> tuple[dict[str, Any], str] | None:
+        """Leases chunk `seq` to this delivery until it must have ended (the Lambda's time left, plus a
+        margin); returns the state as of the claim and the lease id, or None while another holds it."""
+        lease = uuid.uuid4().hex
+        now = self._now()
+        left = timedelta(milliseconds=time_left_ms()) if time_left_ms is not None else DEFAULT_LEASE
+        try:
+            answer = self._ddb.update_item(
+                TableName=self._state, Key=self._key(site),
+                ConditionExpression="#st = :running AND requestedAt = :req AND seq = :seq AND "
+                                    "(attribute_not_exists(leaseUntil) OR leaseUntil < :now)",
+                UpdateExpression="SET leaseId = :lease, leaseUntil = :until",
+                ExpressionAttributeNames={"#st": "state"},
+                ExpressionAttributeValues={
+                    ":running": {"S": RUNNING}, ":req": {"S": requested_at}, ":seq": {"N": str(seq)},
+                    ":now": {"S": clock.format_rfc3339(now)}, ":lease": {"S": lease},
+                    ":until": {"S": clock.format_rfc3339(now + left + LEASE_MARGIN)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return from_item(answer["Attributes"]), lease
+
+    def _checkpoint(self, site: str, requested_at: str, seq: int, run: _ChunkProgress, lease: str,
+                    release: bool = False) -> bool:
+        """Saves progress inside chunk `seq` (same seq: a redelivery resumes after `run.last`); `release`
+        also gives up the lease (after a failure, so the redelivery need not wait for it to run out)."""
         values = {**run.doc(), "cursor": run.last}
         names = {f"#v_{k}": k for k in values}
         attr = {f":v_{k}": to_attr(v) for k, v in values.items()}
+        sets = ["part = :next", "progressAt = :now"] + [f"#v_{k} = :v_{k}" for k in values]
         try:
             self._ddb.update_item(
                 TableName=self._state, Key=self._key(site),
                 ConditionExpression="#st = :running AND requestedAt = :req AND seq = :seq AND " + _PART_MATCHES,
-                UpdateExpression="SET part = :next, progressAt = :now, "
-                                 + ", ".join(f"#v_{k} = :v_{k}" for k in values),
+                UpdateExpression="SET " + ", ".join(sets) + (" REMOVE leaseId, leaseUntil" if release else ""),
                 ExpressionAttributeNames={"#st": "state", **names},
                 ExpressionAttributeValues={
                     ":running": {"S": RUNNING}, ":req": {"S": requested_at}, ":seq": {"N": str(seq)},
-                    ":part": {"N": str(run.part)}, ":next": {"N": str(run.part + 1)},
+                    ":part": {"N": str(run.part)}, ":next": {"N": str(run.part + 1)}, ":lease": {"S": lease},
                     ":now": {"S": clock.format_rfc3339(self._now())}, **attr,
                 },
             )
@@ -614,7 +694,17 @@ class UninstallService:
         run.saved()
         return True
 
-    def _advance(self, site: str, requested_at: str, seq: int, values: Mapping[str, Any],
+    def _release(self, site: str, lease: str) -> None:
+        """Gives up this delivery's lease (if it still holds it); nothing else changes."""
+        try:
+            self._ddb.update_item(TableName=self._state, Key=self._key(site), ConditionExpression="leaseId = :lease",
+                                  UpdateExpression="REMOVE leaseId, leaseUntil",
+                                  ExpressionAttributeValues={":lease": {"S": lease}})
+        except Exception as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    def _advance(self, site: str, requested_at: str, seq: int, values: Mapping[str, Any], lease: str,
                  finish: bool = False, part: int = 0) -> bool:
         names = {"#st": "state", **({"#cursor": "cursor"} if finish else {})}
         sets = ["seq = :next", "progressAt = :now", "part = :zero"] + [f"#v_{k} = :v_{k}" for k in values]
@@ -624,7 +714,8 @@ class UninstallService:
         if finish:
             sets += ["#st = :done", "finishedAt = :now"]
             attr[":done"] = {"S": DONE}
-        expression = "SET " + ", ".join(sets) + (" REMOVE site, #cursor" if finish else "")
+        # The next chunk's delivery claims its own lease.
+        expression = "SET " + ", ".join(sets) + " REMOVE leaseId, leaseUntil" + (", site, #cursor" if finish else "")
         try:
             self._ddb.update_item(
                 TableName=self._state, Key=self._key(site),
@@ -633,7 +724,7 @@ class UninstallService:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={
                     ":running": {"S": RUNNING}, ":req": {"S": requested_at}, ":seq": {"N": str(seq)},
-                    ":next": {"N": str(seq + 1)}, ":now": {"S": now}, ":part": {"N": str(part)},
+                    ":next": {"N": str(seq + 1)}, ":now": {"S": now}, ":part": {"N": str(part)}, ":lease": {"S": lease},
                     ":zero": {"N": "0"}, **attr,
                 },
             )
