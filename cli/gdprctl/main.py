@@ -10,6 +10,7 @@ import io
 import json
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,77 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letters(sqs: Any, dlq: str, wait: int) -> list[dict[str, Any]]:
+    """Every message in the DLQ, received (so hidden from others for a minute) until the queue is empty."""
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=wait, VisibilityTimeout=60,
+                                  AttributeNames=["SentTimestamp", "ApproximateReceiveCount"]).get("Messages", [])
+        if not got:
+            return out
+        out.extend(got)
+
+
+def _put_back(sqs: Any, dlq: str, messages: list[dict[str, Any]]) -> None:
+    for m in messages:
+        sqs.change_message_visibility(QueueUrl=dlq, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+
+
+def _describe_dead_letter(m: dict[str, Any]) -> dict[str, Any]:
+    """What an operator needs to decide on a dead letter: its kind, and the site of a lifecycle message
+    (typed by the operator or sent by the app, as `status` shows it); never an account id."""
+    from gdpr_core.clock import format_rfc3339
+    from gdpr_core.lifecycle.uninstall import is_lifecycle_message, parse_lifecycle_message
+
+    attributes = m.get("Attributes", {})
+    row: dict[str, Any] = {"messageId": m["MessageId"], "receives": int(attributes.get("ApproximateReceiveCount", 0))}
+    if attributes.get("SentTimestamp"):
+        row["sentAt"] = format_rfc3339(datetime.fromtimestamp(int(attributes["SentTimestamp"]) / 1000, UTC))
+    body = m.get("Body", "")
+    try:
+        if is_lifecycle_message(body):
+            message = parse_lifecycle_message(body)
+            row.update(kind=message.action, site=message.site, requestedAt=message.requested_at)
+            if message.seq is not None:
+                row["chunk"] = message.seq
+        else:
+            doc = json.loads(body)
+            row.update(kind=str(doc.get("action")), cycle=doc.get("cycle"))
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # what the function refused too
+        row.update(kind="malformed", reason=str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
+    return row
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    target = resolve(args.stack)
+    sqs, dlq = target.client("sqs"), target.output("ActionsDeadLetterQueueUrl")
+    messages = _dead_letters(sqs, dlq, 0 if args.stack is None else 2)
+    try:
+        rows = [_describe_dead_letter(m) for m in messages]
+    finally:
+        _put_back(sqs, dlq, messages)
+    text = "\n".join(" ".join(f"{k}={v}" for k, v in r.items() if v is not None) for r in rows)
+    _emit(args, {"deadLetters": rows}, text or "the actions dead-letter queue is empty")
+    return 0
+
+
+def cmd_dlq_drop(args: argparse.Namespace) -> int:
+    """Deletes one dead letter the operator has decided on (by the messageId `dlq list` shows)."""
+    target = resolve(args.stack)
+    sqs, dlq = target.client("sqs"), target.output("ActionsDeadLetterQueueUrl")
+    messages = _dead_letters(sqs, dlq, 0 if args.stack is None else 2)
+    chosen = [m for m in messages if m["MessageId"] == args.message_id]
+    try:
+        for m in chosen:
+            sqs.delete_message(QueueUrl=dlq, ReceiptHandle=m["ReceiptHandle"])
+    finally:
+        _put_back(sqs, dlq, [m for m in messages if m not in chosen])
+    if not chosen:
+        raise CliError("no dead letter has that messageId (see `gdprctl dlq list`); nothing was deleted")
+    _emit(args, {"dropped": args.message_id}, f"dropped dead letter {args.message_id}")
+    return 0
+
+
 def _lifecycle_status(target: Any, stores: bool = True) -> dict[str, Any]:
     """Sites pending or being uninstalled (site ids: what the operator typed, not personal data of users),
     the retention sweep's position, and (unless `stores` is false) the oldest copy held per store of the
@@ -372,6 +444,15 @@ def cmd_sites_uninstall(args: argparse.Namespace) -> int:
         raise CliError("--at is in the future: an uninstall dated later would outrank every re-install until then")
     body = request_message(args.site, at)  # validates the site before anything is touched
     target = resolve(args.stack)
+    if at is not None:  # a back-dated request older than what is recorded would be ignored: say so now
+        from gdpr_core.lifecycle.service import build_uninstall
+
+        service = build_uninstall(target.env()["ErasureFunction"], clients=target.client,
+                                  pseudonymizer=_pseudonymizer(target))
+        newest = service.newest_event(args.site)
+        if newest is not None and newest >= json.loads(body)["requestedAt"]:
+            raise CliError(f"a newer event ({newest}) is already recorded for this site, so an uninstall dated "
+                           "--at would be ignored; nothing was queued (leave out --at to uninstall now)")
     target.client("sqs").send_message(QueueUrl=target.output("ActionsQueueUrl"), MessageBody=body)
     grace = target.env()["ErasureFunction"].get("UNINSTALL_GRACE_HOURS", "0")
     data = {"queued": json.loads(body), "graceHours": float(grace)}
@@ -459,9 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = verbs.add_parser("audit", help="the deletion audit trail").add_subparsers(dest="sub", required=True)
     p = audit.add_parser("export", parents=[common], help="audit records, oldest first")
-    p.add_argument("--since")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    p.add_argument("--out")
+    p.add_argument("--since", help="only records from this RFC 3339 time on (e.g. 2026-12-01T00:00:00Z)")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="JSON lines (default) or CSV")
+    p.add_argument("--out", help="write to this file (mode 0600) instead of stdout")
     p.set_defaults(func=cmd_audit_export)
 
     consent = verbs.add_parser("consent", help="marketing consent").add_subparsers(dest="sub", required=True)
@@ -472,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = verbs.add_parser("dlq", help="the actions dead-letter queue").add_subparsers(dest="sub", required=True)
     p = dlq.add_parser("replay", parents=[common], help="move dead letters back to the actions queue")
     p.set_defaults(func=cmd_dlq_replay)
+    p = dlq.add_parser("list", parents=[common], help="what is in the actions dead-letter queue (no account ids)")
+    p.set_defaults(func=cmd_dlq_list)
+    p = dlq.add_parser("drop", parents=[common], help="delete one dead letter, by the messageId `dlq list` shows")
+    p.add_argument("message_id")
+    p.set_defaults(func=cmd_dlq_drop)
 
     sites = verbs.add_parser("sites", help="the app's installations").add_subparsers(dest="sub", required=True)
     p = sites.add_parser("uninstall", parents=[common], help="erase the data held for a site (after the grace period)")

@@ -79,6 +79,13 @@ def up(state: Path) -> int:
     if pid:
         print(f"sandbox already running (pid {pid}); endpoints in {state / 'endpoints.json'}")
         return 0
+    from .services import parameter_overrides
+
+    try:
+        parameter_overrides()  # a typo is refused here, not found later in the child's log
+    except ValueError as exc:
+        print(f"sandbox not started: {exc}", file=sys.stderr)
+        return 2
     (state / "endpoints.json").unlink(missing_ok=True)
     (state / "logs").mkdir(parents=True, exist_ok=True)
     log = open(state / "logs" / "sandbox.log", "ab")  # noqa: SIM115 - handed to the child

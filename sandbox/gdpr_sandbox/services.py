@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 
-from . import paths
+from . import cfn_yaml, paths
 from .event_sources import SqsEventSource
 from .runtime import FunctionRuntime
 from .stack import Deployment, deploy, deploy_sample_app
@@ -30,6 +30,28 @@ log = logging.getLogger(__name__)
 
 def _aws_env(endpoint: str) -> dict[str, str]:
     return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+
+
+PARAMETERS_ENV = "GDPR_SANDBOX_PARAMETERS"
+_SET_BY_SANDBOX = ("AtlassianApiUrl", "ConsentHubApiUrl", "Stage")
+
+
+def parameter_overrides(text: str | None = None) -> dict[str, str]:
+    """Template parameters for the sandbox's stack from GDPR_SANDBOX_PARAMETERS ("Key=Value Key=Value",
+    e.g. "UninstallGraceHours=24"), checked against infra/template.yaml; ValueError names the problem."""
+    text = os.environ.get(PARAMETERS_ENV, "") if text is None else text
+    known = cfn_yaml.load(paths.TEMPLATE).get("Parameters", {})
+    out: dict[str, str] = {}
+    for pair in text.replace(",", " ").split():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{PARAMETERS_ENV}: expected Key=Value, got {pair!r}")
+        if key not in known:
+            raise ValueError(f"{PARAMETERS_ENV}: {key} is not a parameter of infra/template.yaml")
+        if key in _SET_BY_SANDBOX:
+            raise ValueError(f"{PARAMETERS_ENV}: {key} is set by the sandbox itself")
+        out[key] = value
+    return out
 
 
 class Sandbox:
@@ -99,7 +121,7 @@ class Sandbox:
 
         if paths.SAMPLE_APP_TEMPLATE.exists():
             deploy_sample_app(session, SAMPLE_STACK, {})
-        deployment = deploy(session, STACK, {"AtlassianApiUrl": atlassian_api_url,
+        deployment = deploy(session, STACK, {**parameter_overrides(), "AtlassianApiUrl": atlassian_api_url,
                                              "ConsentHubApiUrl": consenthub_api_url, "Stage": "dev"})
         sm = session.client("secretsmanager")
         sm.put_secret_value(SecretId=deployment.secrets["AtlassianCredentialsSecret"], SecretString=json.dumps(

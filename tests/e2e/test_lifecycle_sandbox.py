@@ -65,6 +65,10 @@ def test_uninstall_erases_the_site_and_keeps_shared_accounts_reported(tmp_path, 
 
         audit = [json.loads(x) for x in gdprctl(state, "audit", "export").stdout.splitlines()]
         (record,) = [r for r in audit if r["action"] == "uninstall"]
+        # A back-dated request older than the finished uninstall would be ignored: refused, nothing queued.
+        early = format_rfc3339(parse_rfc3339(record["source"]["requestedAt"]) - timedelta(minutes=1))
+        late = gdprctl(state, "sites", "uninstall", site, "--at", early, check=False)
+        assert late.returncode == 1 and "a newer event" in late.stderr and "Traceback" not in late.stderr
         assert record["stores"]["registry"]["deleted"] == 1 and record["verified"] is True
         text = json.dumps(record)
         assert not any(s in text for s in personal_strings(lines)) and site not in text
@@ -107,5 +111,34 @@ def test_uninstall_erases_the_site_and_keeps_shared_accounts_reported(tmp_path, 
         logs = "".join(p.read_text(errors="replace") for p in files)
         assert files and "lifecycle message done" in logs
         assert only not in logs and shared not in logs and elsewhere not in logs
+    finally:
+        run([sys.executable, "-m", "gdpr_sandbox", "down"], env=env, timeout=60)
+
+
+def test_a_reinstall_within_the_grace_period_cancels_the_uninstall_on_the_sandbox(tmp_path, demo_dataset):
+    """UninstallGraceHours through GDPR_SANDBOX_PARAMETERS, as an operator tries the grace period."""
+    line = next(ln for ln in demo_dataset["lines"] if ln["accountId"] not in demo_dataset["answers"]["closed"])
+    seed_file = tmp_path / "seed.jsonl"
+    seed_file.write_text(json.dumps(line) + "\n")
+    state = tmp_path / "state"
+    bad = run([sys.executable, "-m", "gdpr_sandbox", "up"], check=False,
+              env={"GDPR_SANDBOX_DIR": str(state), "GDPR_SANDBOX_PARAMETERS": "UninstallGraceHour=24"})
+    assert bad.returncode == 2 and "UninstallGraceHour is not a parameter" in bad.stderr
+    env = {"GDPR_SANDBOX_DIR": str(state), "GDPR_SANDBOX_PARAMETERS": "UninstallGraceHours=24"}
+    run([sys.executable, "-m", "gdpr_sandbox", "up"], env=env, timeout=180)
+    try:
+        gdprctl(state, "sandbox", "seed", str(seed_file))
+        queued = json.loads(gdprctl(state, "sites", "uninstall", line["site"], "--json").stdout)
+        assert queued["graceHours"] == 24
+        gdprctl(state, "drain")
+        (pending,) = json.loads(gdprctl(state, "status", "--json", "--no-stores").stdout)["lifecycle"]["uninstalls"]
+        assert pending["state"] == "pending" and pending["site"] == line["site"]
+        assert parse_rfc3339(pending["dueAt"]) - parse_rfc3339(pending["requestedAt"]) == timedelta(hours=24)
+        cancelled = gdprctl(state, "sites", "reinstall", line["site"])
+        assert "pending uninstall cancelled" in cancelled.stdout
+        assert json.loads(gdprctl(state, "status", "--json", "--no-stores").stdout)["lifecycle"]["uninstalls"] == []
+        kept = json.loads(gdprctl(state, "subject", "export", line["accountId"], "--json").stdout)
+        assert kept["registry"][0]["sites"] == [line["site"]] and kept["profile-cache"]
+        assert "uninstall" not in gdprctl(state, "audit", "export").stdout
     finally:
         run([sys.executable, "-m", "gdpr_sandbox", "down"], env=env, timeout=60)

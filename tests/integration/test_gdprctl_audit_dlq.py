@@ -246,3 +246,34 @@ def test_dlq_replay_failing_midway_loses_nothing(target, monkeypatch, capsys):
     # their visibility timeout), so a second replay finishes the job.
     assert depth(sqs, target.output("ActionsQueueUrl")) == 4
     assert depth(sqs, target.output("ActionsDeadLetterQueueUrl")) == 8
+
+
+# ------------------------------------------------------------------ dlq list / drop
+def test_dlq_list_describes_every_dead_letter_without_account_ids_and_drop_deletes_only_the_chosen(target, capsys):
+    from gdpr_core.lifecycle.uninstall import LifecycleMessage
+
+    dead_letters(target, 12)
+    sqs, dlq = target.client("sqs"), target.output("ActionsDeadLetterQueueUrl")
+    reinstall = LifecycleMessage("reinstall", "acme.atlassian.net", "2026-12-01T10:00:00.000Z").body()
+    sqs.send_message(QueueUrl=dlq, MessageBody=reinstall)
+    sqs.send_message(QueueUrl=dlq, MessageBody="not json " + ACCOUNTS[20])
+
+    assert run("dlq", "list", "--json") == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out)["deadLetters"]
+    assert_no_pd(out)
+    assert len(rows) == 14 and depth(sqs, dlq) == 14
+    assert sorted(r["kind"] for r in rows) == ["erase"] * 12 + ["malformed", "reinstall"]
+    (lifecycle,) = [r for r in rows if r["kind"] == "reinstall"]
+    assert (lifecycle["site"], lifecycle["requestedAt"]) == ("acme.atlassian.net", "2026-12-01T10:00:00.000Z")
+    # Listing put every message back: all visible at once for replay or another list.
+    visible = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
+    assert visible["Attributes"]["ApproximateNumberOfMessages"] == "14"
+
+    assert run("dlq", "drop", lifecycle["messageId"]) == 0
+    assert capsys.readouterr().out.strip() == f"dropped dead letter {lifecycle['messageId']}"
+    assert run("dlq", "drop", lifecycle["messageId"]) == 1  # gone: said so, nothing else deleted
+    assert "no dead letter has that messageId" in capsys.readouterr().err
+    assert run("dlq", "list", "--json") == 0
+    left = json.loads(capsys.readouterr().out)["deadLetters"]
+    assert sorted(r["kind"] for r in left) == ["erase"] * 12 + ["malformed"]
