@@ -6,7 +6,7 @@ the product's adapters, by Powertools and by the baselines are all counted the s
 stand-ins (bench.memory) report their calls through `Tally.record` with the same vocabulary.
 
 Capacity units follow DynamoDB's rules for on-demand tables: reads 4 KB per unit (half for
-eventually consistent reads, summed over a Query/Scan page), writes 1 KB per unit per item,
+eventually consistent reads, summed over a Query/Scan page, filtered-out items included), writes 1 KB per unit per item,
 transactional writes twice that. Item sizes follow DynamoDB's documented sizing (attribute names
 plus values).
 """
@@ -14,6 +14,7 @@ plus values).
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -130,9 +131,39 @@ def _read_units(operation: str, params: Mapping[str, Any], parsed: Mapping[str, 
         return (1 if "Item" in parsed else 0), max(1, math.ceil(size / 4096)) * consistent
     if operation in ("Query", "Scan"):
         items = parsed.get("Items") or []
-        size = sum(item_size(i) for i in items)
+        scanned = items
+        if params.get("FilterExpression") and parsed.get("ScannedCount", len(items)) > len(items):
+            scanned = _unfiltered_page(operation, params)
+        size = sum(item_size(i) for i in scanned)
         return len(items), max(1, math.ceil(size / 4096)) * consistent
     return 0, 0.0
+
+
+_PLACEHOLDER = re.compile(r"[#:][A-Za-z0-9_]+")
+
+
+def _unfiltered_page(operation: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """DynamoDB charges a filtered Query/Scan for every item it read, not the ones it returned: the same
+    page again without the filter (uncounted, its CPU booked as emulated) gives the items read."""
+    import boto3
+
+    started, previous = time.thread_time(), _state.tally
+    _state.tally = None
+    try:
+        kept = {k: v for k, v in params.items() if k not in ("FilterExpression", "Select")}
+        used = set(_PLACEHOLDER.findall(" ".join(str(v) for k, v in kept.items() if k.endswith("Expression"))))
+        for key in ("ExpressionAttributeNames", "ExpressionAttributeValues"):
+            if key in kept:
+                kept[key] = {k: v for k, v in kept[key].items() if k in used}
+                if not kept[key]:
+                    del kept[key]
+        client = getattr(_emulated, "client", None)
+        if client is None:
+            client = _emulated.client = boto3.client("dynamodb")
+        return (client.scan if operation == "Scan" else client.query)(**kept).get("Items", [])
+    finally:
+        _state.tally = previous
+        add_emulated(time.thread_time() - started)
 
 
 def _write_units(operation: str, params: Mapping[str, Any]) -> float:

@@ -81,3 +81,30 @@ def test_table_and_json_hold_no_account_ids(smoke):
         assert reporter.account_id(i) not in text
     assert "1. Reporter" in "\n".join(smoke["table"]) and "6. Cost" in "\n".join(smoke["table"])
     assert smoke["coldStart"]["imports"]["reporter"]["appMicroseconds"] > 0
+
+
+def test_uninstall_leaves_nothing_of_the_site_and_the_other_site_as_it_was(smoke):
+    u = smoke["lifecycle"]["uninstall"]
+    for side in ("ours", "naive"):
+        assert u[side]["leftOnSite"] == {"registry": 0, "profiles": 0, "comments": 0, "avatarVersions": 0}
+        assert u[side]["otherSiteUnchanged"] is True and u[side]["auditRecords"] == 1
+        # every account of the site: registry, profile, comments per site, one avatar version
+        assert u[side]["itemsOnSite"] == u["accounts"] * (3 + u["commentsPerSite"])
+    ours = u["ours"]
+    assert ours["failedItems"] == 0 and ours["registryScans"] >= 1
+    assert ours["queueMessages"] == 2  # the request and one chunk (the smoke's registry fits one page)
+    assert ours["tally"]["calls"]["dynamodb:PutItem"] >= 1  # the audit record
+
+
+def test_retention_purges_every_old_copy_and_only_ours_keeps_the_registry_true(smoke):
+    rt = smoke["lifecycle"]["retention"]
+    old = len(range(0, rt["accounts"], 10))
+    assert rt["oldCopies"] == old
+    for side in ("ours", "naive"):
+        assert rt[side]["purged"] == old and rt[side]["oldCopiesLeft"] == 0
+        assert rt[side]["recentCopiesLeft"] == rt["accounts"] - old
+    assert rt["ours"]["registryItemsOfPurgedAccountsLeft"] == 0
+    assert rt["naive"]["registryItemsOfPurgedAccountsLeft"] == old
+    # By index, not by scanning the app's stores: the only Scan is of the state table (uninstalls due).
+    assert rt["ours"]["tally"]["calls"].get("dynamodb:Scan", 0) == rt["ours"]["ticks"]
+    assert "7. Uninstall" in "\n".join(smoke["table"]) and "8. Retention" in "\n".join(smoke["table"])
