@@ -129,6 +129,13 @@ def _read_units(operation: str, params: Mapping[str, Any], parsed: Mapping[str, 
     if operation == "GetItem":
         size = item_size(parsed.get("Item") or {})
         return (1 if "Item" in parsed else 0), max(1, math.ceil(size / 4096)) * consistent
+    if operation == "BatchGetItem":  # each item is rounded up on its own, as a GetItem would be
+        items, units = 0, 0.0
+        for table, found in (parsed.get("Responses") or {}).items():
+            factor = 1.0 if (params.get("RequestItems") or {}).get(table, {}).get("ConsistentRead") else 0.5
+            items += len(found)
+            units += sum(max(1, math.ceil(item_size(i) / 4096)) * factor for i in found)
+        return items, units
     if operation in ("Query", "Scan"):
         items = parsed.get("Items") or []
         scanned = items

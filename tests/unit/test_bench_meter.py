@@ -31,3 +31,24 @@ def test_a_filtered_scan_is_charged_for_the_items_it_read(monkeypatch):
     assert filtered.items_read == 1  # items returned
     assert filtered.read_units == whole.read_units == -(-size // 4096) > 1
     assert filtered.aws_calls == 1  # the re-read that sizes the page is not counted as a call
+
+
+def test_a_batch_get_is_charged_like_the_get_items_it_stands_for(monkeypatch):
+    meter.install()
+    moto_world.fake_aws_env(monkeypatch, REGION)
+    with moto_world.mocked_aws():
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        ddb.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}])
+        for n in range(3):  # 5 KB, 100 B, 100 B: 2 + 1 + 1 units strongly consistent
+            ddb.put_item(TableName="t", Item={"k": {"S": f"{n}"}, "pad": {"S": "x" * (5000 if n == 0 else 100)}})
+        keys = [{"k": {"S": f"{n}"}} for n in range(3)]
+        with meter.measure() as batch:
+            ddb.batch_get_item(RequestItems={"t": {"Keys": keys, "ConsistentRead": True}})
+        with meter.measure() as singles:
+            for key in keys:
+                ddb.get_item(TableName="t", Key=key, ConsistentRead=True)
+    assert batch.items_read == singles.items_read == 3
+    assert batch.read_units == singles.read_units == 4
+    assert batch.aws_calls == 1 and singles.aws_calls == 3

@@ -55,6 +55,7 @@ class FakeDynamoDB:
         self.calls: list[tuple[str, dict]] = []
         self.page_size = page_size
         self.unprocessed_rounds = 0  # how many BatchWriteItem answers leave half unprocessed
+        self.unprocessed_get_rounds = 0  # how many BatchGetItem answers leave half unprocessed
         self.ignore_deletes_in: set[str] = set()
 
     def _key(self, table: str, key: dict) -> str:
@@ -115,6 +116,20 @@ class FakeDynamoDB:
         for name in filter(None, (c.strip() for c in remove_part.split(","))):
             item.pop(names[name], None)
         return {}
+
+    def batch_get_item(self, RequestItems):
+        self.calls.append(("batch_get_item", RequestItems))
+        responses, unprocessed = {}, {}
+        for table, request in RequestItems.items():
+            assert len(request["Keys"]) <= 100 and request.get("ConsistentRead") is True
+            keys = request["Keys"]
+            if self.unprocessed_get_rounds:  # DynamoDB may answer part and hand the rest back
+                keys, left = keys[: len(keys) // 2], keys[len(keys) // 2 :]
+                unprocessed[table] = {"Keys": left, "ConsistentRead": True}
+            found = [self.tables[table].get(self._key(table, k)) for k in keys]
+            responses[table] = [copy.deepcopy(i) for i in reversed(found) if i]  # any order, as DynamoDB
+        self.unprocessed_get_rounds = max(0, self.unprocessed_get_rounds - 1)
+        return {"Responses": responses, "UnprocessedKeys": unprocessed}
 
     def get_item(self, TableName, Key, **p):
         self.calls.append(("get_item", {"TableName": TableName}))
@@ -503,6 +518,67 @@ def test_export_lists_every_personal_attribute(world):
     assert out["consent"] == [{"c_news": {"granted": True}}]
     json.dumps(out)  # JSON-ready
     assert "consent" not in make_engine(ddb, s3, hooks={}).export(ACCOUNT)  # no export hook wired
+
+
+def _many_comments(ddb, n: int) -> list[str]:
+    ids = [f"{ACCOUNT}-many-{i:04d}" for i in range(n)]
+    for i, comment_id in enumerate(ids):
+        ddb.put("comments", {"commentId": comment_id, "authorAccountId": ACCOUNT, "authorName": "Ada Lovelace",
+                             "body": f"many {i}", "site": "s1", "createdAt": "2025-01-02"})
+    return ids
+
+
+def _batch_gets(ddb, table: str) -> list[int]:
+    return [len(r[table]["Keys"]) for r in calls(ddb, "batch_get_item") if table in r]
+
+
+def test_index_hits_are_read_back_100_per_batch_not_one_call_each(world):
+    ddb, s3 = world
+    ids = _many_comments(ddb, 247) + [f"{ACCOUNT}-{n}" for n in range(3)]
+    out = make_engine(ddb, s3).export(ACCOUNT)
+    assert sorted(c["commentId"] for c in out["comments"]) == sorted(ids)
+    assert all(c["authorName"] == "Ada Lovelace" for c in out["comments"])  # read from the table itself
+    assert _batch_gets(ddb, "comments") == [100, 100, 50]
+    assert calls(ddb, "get_item", "comments") == []
+
+
+def test_verification_reads_index_hits_in_batches_and_counts_what_is_left(world):
+    ddb, s3 = world
+    _many_comments(ddb, 147)
+    original = ddb.update_item
+
+    def app_ignores_scrubs(**p):  # the store keeps the data (a bug in the app, a stale replica)
+        if p["TableName"] != "comments":
+            return original(**p)
+        ddb.calls.append(("update_item", p))
+        return {}
+
+    ddb.update_item = app_ignores_scrubs
+    with pytest.raises(VerificationFailed) as info:
+        make_engine(ddb, s3).apply(ACCOUNT, "closed", NOW)
+    assert {r.store: r.remaining for r in info.value.results}["comments"] == 150
+    assert _batch_gets(ddb, "comments") == [100, 50]  # the verification's reads
+    assert ACCOUNT not in str(info.value)
+
+
+def test_unprocessed_reads_are_retried_and_every_item_is_read_once():
+    ddb, s3 = FakeDynamoDB(), FakeS3()
+    _many_comments(ddb, 40)
+    ddb.unprocessed_get_rounds = 2
+    sleeps: list[float] = []
+    out = make_engine(ddb, s3, sleep=sleeps.append).export(ACCOUNT)
+    assert len(out["comments"]) == 40 and len({c["commentId"] for c in out["comments"]}) == 40
+    assert _batch_gets(ddb, "comments") == [40, 20, 10] and len(sleeps) == 2
+
+
+def test_reads_unprocessed_forever_raise_without_personal_data():
+    ddb, s3 = FakeDynamoDB(), FakeS3()
+    _many_comments(ddb, 5)
+    ddb.unprocessed_get_rounds = 10**6
+    with pytest.raises(ErasureError) as info:
+        make_engine(ddb, s3, max_attempts=3).export(ACCOUNT)
+    assert "store 'comments': 1 reads unprocessed after 3 attempts" in str(info.value)
+    assert ACCOUNT not in str(info.value)
 
 
 # ------------------------------------------------------------------ messages

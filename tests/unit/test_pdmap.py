@@ -196,7 +196,8 @@ def _needed_actions(store: pdmap.Store) -> set[str]:
     policies = {store.closed.action, store.updated.action}
     needed = set() if store.index else {"dynamodb:Query"}  # by key: consistent Query on the table
     if store.index:
-        needed.add("dynamodb:GetItem")  # index hits are confirmed with a consistent read
+        # index hits are confirmed with consistent reads: one GetItem, or BatchGetItem for several
+        needed |= {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
     if pdmap.DELETE_ITEMS in policies:
         needed.add("dynamodb:BatchWriteItem")
     if pdmap.SCRUB in policies:

@@ -233,10 +233,10 @@ class SiteEraser(ErasureEngine):
     def _site_items(self, store: pdm.Store, account_id: str, site: str) -> list[dict[str, Any]]:
         policy: pdm.Policy = store.uninstall  # type: ignore[assignment]
         items = []
-        for key in self._find_keys(store, account_id):
-            item = self._get(store, key)  # consistent: the site attribute may not be in the index
+        keys = self._find_keys(store, account_id)
+        for item in self._get_many(store, keys):  # consistent: the site attribute may not be in the index
             if self._holds_site(item, policy, site):
-                items.append(item)
+                items.append(item)  # type: ignore[arg-type]
         return items
 
     def _site_dynamodb(self, store: pdm.Store, policy: pdm.Policy, account_id: str, site: str) -> StoreResult:
@@ -259,9 +259,8 @@ class SiteEraser(ErasureEngine):
                 elif kept:
                     scrubbed += 1  # the item stays for the account's other sites, without this one
         remaining = 0
-        for key in keys:
-            item = self._get(store, key)
-            if not self._holds_site(item, policy, site):
+        for item in self._get_many(store, keys):
+            if not self._holds_site(item, policy, site) or item is None:
                 continue
             if policy.action == pdm.SCRUB:
                 remaining += item.get(store.lookup_attribute) == {"S": account_id} and (
