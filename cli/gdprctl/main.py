@@ -10,7 +10,7 @@ import io
 import json
 import sys
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +329,7 @@ def _describe_dead_letter(m: dict[str, Any]) -> dict[str, Any]:
     """What an operator needs to decide on a dead letter: its kind, and the site of a lifecycle message
     (typed by the operator or sent by the app, as `status` shows it); never an account id."""
     from gdpr_core.clock import format_rfc3339
+    from gdpr_core.erasure.engine import InvalidMessage, parse_action_message
     from gdpr_core.lifecycle.uninstall import is_lifecycle_message, parse_lifecycle_message
 
     attributes = m.get("Attributes", {})
@@ -343,10 +344,10 @@ def _describe_dead_letter(m: dict[str, Any]) -> dict[str, Any]:
             if message.seq is not None:
                 row["chunk"] = message.seq
         else:
-            doc = json.loads(body)
-            row.update(kind=str(doc.get("action")), cycle=doc.get("cycle"))
-    except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # what the function refused too
-        row.update(kind="malformed", reason=str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
+            action = parse_action_message(body)
+            row.update(kind=action.action, cycle=action.cycle)
+    except InvalidMessage as exc:  # the function's own reason for refusing it (never personal data)
+        row.update(kind="malformed", reason=str(exc))
     return row
 
 
@@ -434,7 +435,7 @@ def _holdings_text(lifecycle: dict[str, Any]) -> str:
 def cmd_sites_uninstall(args: argparse.Namespace) -> int:
     """Queues the same message the app sends on its `uninstalled` callback; the erasure function runs it."""
     from gdpr_core.clock import now
-    from gdpr_core.lifecycle.uninstall import MAX_FUTURE, request_message
+    from gdpr_core.lifecycle.uninstall import MAX_FUTURE, MAX_PAST, request_message
 
     try:
         at = parse_rfc3339(args.at) if args.at is not None else None  # "" is refused, not taken as "now"
@@ -442,17 +443,27 @@ def cmd_sites_uninstall(args: argparse.Namespace) -> int:
         raise CliError("--at is not an RFC 3339 timestamp (e.g. 2026-12-01T10:30:00Z)") from None
     if at is not None and at > now() + MAX_FUTURE:
         raise CliError("--at is in the future: an uninstall dated later would outrank every re-install until then")
+    if at is not None and at < now() - MAX_PAST:
+        raise CliError(f"--at is more than {MAX_PAST.days} days in the past: the erasure function refuses such a "
+                       "request as an unset time")
     body = request_message(args.site, at)  # validates the site before anything is touched
     target = resolve(args.stack)
-    if at is not None:  # a back-dated request older than what is recorded would be ignored: say so now
-        from gdpr_core.lifecycle.service import build_uninstall
+    from gdpr_core.lifecycle.service import build_uninstall
 
-        service = build_uninstall(target.env()["ErasureFunction"], clients=target.client,
-                                  pseudonymizer=_pseudonymizer(target))
-        newest = service.newest_event(args.site)
-        if newest is not None and newest >= json.loads(body)["requestedAt"]:
+    service = build_uninstall(target.env()["ErasureFunction"], clients=target.client,
+                              pseudonymizer=_pseudonymizer(target))
+    newest = service.newest_event(args.site)
+    if newest is not None and newest >= json.loads(body)["requestedAt"]:
+        if at is not None:  # a back-dated request older than what is recorded would be ignored: say so now
             raise CliError(f"a newer event ({newest}) is already recorded for this site, so an uninstall dated "
                            "--at would be ignored; nothing was queued (leave out --at to uninstall now)")
+        # A re-install dated ahead of this clock (within the allowed skew) is recorded: the operator's
+        # uninstall, decided now, is dated just after it, so it is neither ignored nor refused as uncertain.
+        after = parse_rfc3339(newest) + timedelta(milliseconds=1)
+        if after > now() + MAX_FUTURE:
+            raise CliError(f"an event dated {newest} is recorded for this site, too far ahead to date an uninstall "
+                           "after it; nothing was queued")
+        body = request_message(args.site, after)
     target.client("sqs").send_message(QueueUrl=target.output("ActionsQueueUrl"), MessageBody=body)
     grace = target.env()["ErasureFunction"].get("UNINSTALL_GRACE_HOURS", "0")
     data = {"queued": json.loads(body), "graceHours": float(grace)}
@@ -553,7 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = verbs.add_parser("dlq", help="the actions dead-letter queue").add_subparsers(dest="sub", required=True)
     p = dlq.add_parser("replay", parents=[common], help="move dead letters back to the actions queue")
     p.set_defaults(func=cmd_dlq_replay)
-    p = dlq.add_parser("list", parents=[common], help="what is in the actions dead-letter queue (no account ids)")
+    p = dlq.add_parser("list", parents=[common],
+                       help="what is in the actions dead-letter queue (no account ids); listing receives each "
+                            "message once, so its receive count goes up by one")
     p.set_defaults(func=cmd_dlq_list)
     p = dlq.add_parser("drop", parents=[common], help="delete one dead letter, by the messageId `dlq list` shows")
     p.add_argument("message_id")

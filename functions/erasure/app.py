@@ -77,7 +77,9 @@ def record_handler(record, lambda_context=None) -> dict:
         reason = str(exc) if isinstance(exc, _SAFE_ERRORS) else engine.error_code(exc)
         name = "MalformedMessages" if isinstance(exc, engine.InvalidMessage) else "ActionsFailed"
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-        logger.warning("action failed", extra={"error": type(exc).__name__, "reason": reason})
+        # The SQS message id matches this line to its dead letter (`gdprctl dlq list` shows it).
+        logger.warning("action failed", extra={"error": type(exc).__name__, "reason": reason,
+                                               "messageId": record.message_id})
         raise RuntimeError(f"{type(exc).__name__}: {reason}") from None
     metrics.add_metric(name=f"{message.action.capitalize()}Completed", unit=MetricUnit.Count, value=1)
     logger.info("action done", extra={"action": message.action, **result})

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -50,8 +52,31 @@ def parameter_overrides(text: str | None = None) -> dict[str, str]:
             raise ValueError(f"{PARAMETERS_ENV}: {key} is not a parameter of infra/template.yaml")
         if key in _SET_BY_SANDBOX:
             raise ValueError(f"{PARAMETERS_ENV}: {key} is set by the sandbox itself")
+        problem = _violates(known[key], value)
+        if problem:
+            raise ValueError(f"{PARAMETERS_ENV}: {key} {problem}")
         out[key] = value
     return out
+
+
+def _violates(spec: dict[str, Any], value: str) -> str | None:
+    """What CloudFormation would refuse about `value` for this parameter (moto checks none of it)."""
+    if spec.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return "must be a number"
+        if not math.isfinite(number):
+            return "must be a finite number"
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            return f"must be at least {spec['MinValue']}"
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            return f"must be at most {spec['MaxValue']}"
+    if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
+        return f"must be one of {[str(v) for v in spec['AllowedValues']]}"
+    if "AllowedPattern" in spec and not re.fullmatch(str(spec["AllowedPattern"]), value):
+        return f"must match {spec['AllowedPattern']}"
+    return None
 
 
 class Sandbox:

@@ -109,12 +109,17 @@ def test_uninstall_message_round_trip_and_errors_never_echo_the_site():
         (json.dumps({"schema": 1, "action": "reinstall", "site": "a.example", "requestedAt": "2026-12-01T00:00:00Z",
                      "seq": 1}), "seq must be a non-negative integer"),
         (json.dumps({"schema": 1, "action": "uninstall", "site": "a.example", "requestedAt": "2026-12-01T00:00:00Z",
-                     "extra": "bad/site.example"}), "unknown fields ['extra']"),
+                     "extra": "bad/site.example"}),
+         "1 unknown field (expected ['action', 'requestedAt', 'schema', 'seq', 'site'])"),
+        # a key that is itself personal data (an account id, a name) is counted, never named
+        (json.dumps({"schema": 1, "action": "uninstall", "site": "a.example", "requestedAt": "2026-12-01T00:00:00Z",
+                     "e56fb63287408705176fed6e": 1, "JohnSmith": 2}), "2 unknown fields (expected"),
     ]
     for raw, expected in cases:
         with pytest.raises(InvalidMessage) as info:
             parse_lifecycle_message(raw)
         assert expected in str(info.value) and "bad/site" not in str(info.value)
+        assert "e56fb63287408705176fed6e" not in str(info.value) and "JohnSmith" not in str(info.value)
     for bad in ("", " x", "a/b", "a b", "x" * 300, None, 3):
         with pytest.raises(ValueError):
             validate_site(bad)
@@ -154,12 +159,17 @@ def test_a_malformed_or_foreign_eventbridge_event_is_refused_without_echoing_the
          "site must be a site id"),
         (_delivered({**base, "Detail": json.dumps({"requestedAt": "2026-12-01T09:00:00Z"})}), "site must be a site id"),
         (_delivered({**base, "Detail": json.dumps({"site": "a.example", "tenant": "bad/site.example"})}),
-         "unknown fields in the EventBridge detail ['tenant']"),
+         "1 unknown field in the EventBridge detail (expected ['requestedAt', 'site'])"),
         (_delivered({**base, "Detail": json.dumps({"site": "a.example", "jane@example.org": 1, "x": 2})}),
-         "unknown fields in the EventBridge detail ['x'] and 1 more not shown"),
+         "2 unknown fields in the EventBridge detail"),
         (_delivered({**base, "Detail": json.dumps(["bad/site.example"])}), "detail must be a JSON object"),
         (_delivered({**base, "Detail": json.dumps({"site": "a.example", "requestedAt": "soon"})}),
          "requestedAt is not an RFC 3339 timestamp"),
+        # An event with a queue message's fields beside it: which was meant cannot be known, so neither runs.
+        (json.dumps({**json.loads(_delivered({**base, "Detail": json.dumps(
+            {"site": "a.example", "requestedAt": "2026-12-01T09:00:00Z"})})), "schema": 1, "action": "uninstall",
+            "site": "bad/site.example", "requestedAt": "2026-12-01T09:00:00Z"}),
+         "4 unknown fields beside the EventBridge event"),
         # AWS's scheduled event itself, had a schedule been pointed at the actions queue.
         (json.dumps(aws_events.load("scheduled-event.json")), "detail-type must be one of"),
     ]

@@ -3,6 +3,7 @@ hosts both: uninstall messages arrive on its actions queue, the lifecycle schedu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,19 +12,33 @@ from ..erasure.audit import AuditWriter
 from ..erasure.service import consent_hooks
 from ..pseudonym import Pseudonymizer
 from .retention import RetentionSweep
-from .uninstall import DEFAULT_CHUNK, SiteEraser, UninstallService, parse_lifecycle_message
+from .uninstall import (
+    DEFAULT_CHUNK,
+    MAX_CHUNK,
+    MAX_GRACE_HOURS,
+    SiteEraser,
+    UninstallService,
+    parse_lifecycle_message,
+)
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float,
+            whole: bool = False) -> float:
+    """A numeric setting within [low, high] (the template's MinValue/MaxValue); ConfigurationError names
+    the variable and the range, so a bad deployment fails at once instead of in every message."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
+        value = math.nan
+    if not (low <= value <= high) or (whole and not value.is_integer()):  # NaN fails every comparison
         from ..config import ConfigurationError
 
-        raise ConfigurationError(f"environment variable {name} must be a number") from None
+        kind = "a whole number" if whole else "a number"
+        raise ConfigurationError(f"environment variable {name} must be {kind} from {low:g} to {high:g}")
+    return value
 
 
 def _hooks(env: Mapping[str, str], dynamodb: Any, pseudonymizer: Pseudonymizer) -> dict[str, Any]:
@@ -39,8 +54,8 @@ def build_uninstall(env: Mapping[str, str], *, clients: Callable[[str], Any], ps
     eraser = SiteEraser(pd_map, pd_map.resolve(env), dynamodb=ddb, s3=clients("s3"),
                         hooks=_hooks(env, ddb, pseudonymizer))
     options: dict[str, Any] = {
-        "grace_hours": _number(env, "UNINSTALL_GRACE_HOURS", 0),
-        "chunk_size": int(_number(env, "UNINSTALL_CHUNK_SIZE", DEFAULT_CHUNK)),
+        "grace_hours": _number(env, "UNINSTALL_GRACE_HOURS", 0, 0, MAX_GRACE_HOURS),
+        "chunk_size": int(_number(env, "UNINSTALL_CHUNK_SIZE", DEFAULT_CHUNK, 1, MAX_CHUNK, whole=True)),
         **overrides,
     }
     return UninstallService(eraser=eraser, dynamodb=ddb, sqs=clients("sqs"), queue_url=env["ACTIONS_QUEUE_URL"],
@@ -56,7 +71,8 @@ def build_retention(env: Mapping[str, str], *, clients: Callable[[str], Any], ps
     ddb = clients("dynamodb")
     engine = ErasureEngine(pd_map, pd_map.resolve(env), dynamodb=ddb, s3=clients("s3"),
                            hooks=_hooks(env, ddb, pseudonymizer))
-    options = {"pages_per_tick": int(_number(env, "RETENTION_PAGES_PER_TICK", 300)), **overrides}
+    options = {"pages_per_tick": int(_number(env, "RETENTION_PAGES_PER_TICK", 300, 1, 100_000, whole=True)),
+               **overrides}
     return RetentionSweep(engine, registry_table=env["REGISTRY_TABLE"], state_table=env["STATE_TABLE"], **options)
 
 

@@ -41,7 +41,6 @@ per-store counts and no personal data (not even the site id, which can name a pe
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,6 +70,11 @@ _ENVELOPE = ("detail-type", "source", "detail")  # what marks a queue body as a 
 STATE_PREFIX = "uninstall#"
 PENDING, RUNNING, DONE, INSTALLED = "pending", "running", "done", "installed"
 MAX_FUTURE = timedelta(minutes=15)  # clock skew allowed on requestedAt; later would outrank any re-install
+# The oldest requestedAt a genuine request can carry: SQS keeps a message (DLQ included) 14 days from its
+# first enqueue, EventBridge retries for 24 h before that. Older is a sender's unset or zero time.
+MAX_PAST = timedelta(days=15)
+MAX_GRACE_HOURS = 720  # 30 days: the template's MaxValue
+MAX_CHUNK = 1000  # registry items per Scan page: the template's MaxValue (a page must fit in one run)
 STALE_AFTER = timedelta(minutes=30)  # > the queue's visibility timeout (12 min): a live chain is never stale
 DEFAULT_CHUNK = 200
 CHECKPOINT_EVERY = 50  # accounts between saved progress inside a chunk: 1 write per 50 accounts
@@ -101,14 +105,17 @@ class LifecycleMessage:
         return json.dumps(doc)
 
 
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+def _unknown_fields(where: str, unknown: set[str], expected: set[str]) -> InvalidMessage:
+    """Counts unknown fields and names the expected ones: an unknown key may itself be personal data (an
+    account id, a name, an email), so none is echoed."""
+    n = len(unknown)
+    return InvalidMessage(f"{n} unknown field{'s' if n != 1 else ''}{where} (expected {sorted(expected)})")
 
 
-def _unknown_fields(where: str, unknown: set[str]) -> InvalidMessage:
-    """Names field names that look like names; a key that could be data (an email, say) is only counted."""
-    named = sorted(k for k in unknown if _FIELD_NAME.fullmatch(k))
-    others = len(unknown) - len(named)
-    return InvalidMessage(f"unknown fields{where} {named}" + (f" and {others} more not shown" if others else ""))
+_MESSAGE_FIELDS = {"schema", "action", "site", "requestedAt", "seq"}
+_DETAIL_FIELDS = {"site", "requestedAt"}
+_EVENT_FIELDS = {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail",
+                 "replay-name"}
 
 
 def _is_app_event(doc: object) -> bool:
@@ -136,9 +143,12 @@ def _from_app_event(doc: Mapping[str, Any]) -> dict[str, Any]:
     detail = doc["detail"]
     if not isinstance(detail, dict):
         raise InvalidMessage("EventBridge detail must be a JSON object")
-    unknown = set(detail) - {"site", "requestedAt"}
+    unknown = set(doc) - _EVENT_FIELDS
+    if unknown:  # e.g. queue-message fields beside the event: which one was meant is unknowable
+        raise _unknown_fields(" beside the EventBridge event", unknown, _EVENT_FIELDS)
+    unknown = set(detail) - _DETAIL_FIELDS
     if unknown:
-        raise _unknown_fields(" in the EventBridge detail", unknown)
+        raise _unknown_fields(" in the EventBridge detail", unknown, _DETAIL_FIELDS)
     if "requestedAt" not in detail:
         raise InvalidMessage("the EventBridge detail needs requestedAt (RFC 3339, when the app saw the callback)")
     return {"schema": 1, "action": action, "site": detail.get("site"), "requestedAt": detail["requestedAt"]}
@@ -152,9 +162,9 @@ def parse_lifecycle_message(body: str | bytes | None) -> LifecycleMessage:
     doc = _from_app_event(raw) if _is_app_event(raw) else load_queue_document(body)
     if doc.get("action") not in ACTIONS:
         raise InvalidMessage("action must be uninstall or reinstall")
-    unknown = set(doc) - {"schema", "action", "site", "requestedAt", "seq"}
+    unknown = set(doc) - _MESSAGE_FIELDS
     if unknown:
-        raise _unknown_fields("", unknown)
+        raise _unknown_fields("", unknown, _MESSAGE_FIELDS)
     try:
         site = validate_site(doc.get("site"))
     except ValueError as exc:
@@ -411,10 +421,10 @@ class UninstallService:
         chunk_size: int = DEFAULT_CHUNK,
         now: Callable[[], datetime] = clock.now,
     ):
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        if grace_hours < 0:
-            raise ValueError("grace_hours must not be negative")
+        if not 1 <= chunk_size <= MAX_CHUNK:
+            raise ValueError(f"chunk_size must be from 1 to {MAX_CHUNK}")
+        if not 0 <= grace_hours <= MAX_GRACE_HOURS:  # also refuses NaN
+            raise ValueError(f"grace_hours must be from 0 to {MAX_GRACE_HOURS}")
         self.eraser, self._ddb, self._sqs, self._queue = eraser, dynamodb, sqs, queue_url
         self._state, self._registry, self._audit = state_table, registry_table, audit
         self._site_ref, self.grace = site_ref, timedelta(hours=grace_hours)
@@ -442,6 +452,9 @@ class UninstallService:
         if message.seq is None and clock.parse_rfc3339(message.requested_at) > self._now() + MAX_FUTURE:
             # "Newest event wins": a request from the future would outrank every re-install until then.
             raise InvalidMessage(f"requestedAt is more than {_SKEW_MINUTES} minutes in the future")
+        if message.seq is None and clock.parse_rfc3339(message.requested_at) < self._now() - MAX_PAST:
+            # No genuine delivery is this old: an unset time (0001-01-01, 1970-01-01) in the sender.
+            raise InvalidMessage(f"requestedAt is more than {MAX_PAST.days} days in the past")
         if message.action == "reinstall":
             return self.reinstall(message.site, message.requested_at)
         if message.seq is None:
@@ -453,7 +466,10 @@ class UninstallService:
         """Records the uninstall (pending for the grace period) and starts it when it is due."""
         validate_site(site)
         ref = self._site_ref(site)
-        due = clock.parse_rfc3339(requested_at) + self.grace
+        # The grace period runs from when the request is dated or, if later, from when it arrived: a
+        # request dated long ago (a late delivery, a replayed dead letter) still leaves the whole grace
+        # period for a re-install to cancel it.
+        due = max(clock.parse_rfc3339(requested_at), self._now()) + self.grace
         try:
             self._ddb.update_item(
                 TableName=self._state, Key=self._key(site),
@@ -482,7 +498,7 @@ class UninstallService:
             item = self._load(site) or {}
             same = item.get("requestedAt") == requested_at
             outcome = "duplicate" if same else "superseded"
-            if same and item.get("state") == PENDING and due <= self._now():
+            if same and item.get("state") == PENDING and clock.parse_rfc3339(item["dueAt"]) <= self._now():
                 return {"outcome": self._start(site, requested_at), "siteRef": ref}
             if not same and item.get("state") == INSTALLED and _within_skew(requested_at, item.get("reinstalledAt")):
                 # Which came last is unknowable within the clocks' skew; ignoring it could keep the data of
