@@ -453,6 +453,7 @@ def cmd_sites_uninstall(args: argparse.Namespace) -> int:
     service = build_uninstall(target.env()["ErasureFunction"], clients=target.client,
                               pseudonymizer=_pseudonymizer(target))
     newest = service.newest_event(args.site)
+    dated_after = False
     if newest is not None and newest >= json.loads(body)["requestedAt"]:
         if at is not None:  # a back-dated request older than what is recorded would be ignored: say so now
             raise CliError(f"a newer event ({newest}) is already recorded for this site, so an uninstall dated "
@@ -463,12 +464,14 @@ def cmd_sites_uninstall(args: argparse.Namespace) -> int:
         if after > now() + MAX_FUTURE:
             raise CliError(f"an event dated {newest} is recorded for this site, too far ahead to date an uninstall "
                            "after it; nothing was queued")
-        body = request_message(args.site, after)
+        body, dated_after = request_message(args.site, after), True
     target.client("sqs").send_message(QueueUrl=target.output("ActionsQueueUrl"), MessageBody=body)
     grace = target.env()["ErasureFunction"].get("UNINSTALL_GRACE_HOURS", "0")
     data = {"queued": json.loads(body), "graceHours": float(grace)}
-    _emit(args, data, f"uninstall of {args.site} queued (grace {float(grace):g} h); `gdprctl drain` runs it now, "
-                      "`gdprctl status` shows it while pending")
+    dated = (f"; dated {data['queued']['requestedAt']}, just after the re-install recorded ahead of this clock, "
+             "so it is due then" if dated_after else "")
+    _emit(args, data, f"uninstall of {args.site} queued (grace {float(grace):g} h){dated}; `gdprctl drain` runs "
+                      "it now, `gdprctl status` shows it while pending")
     return 0
 
 

@@ -438,6 +438,9 @@ def test_the_operators_uninstall_is_dated_after_a_reinstall_recorded_ahead_of_it
     assert cli.main(["sites", "uninstall", SITE, "--json"]) == 0
     queued = json.loads(capsys.readouterr().out)["queued"]
     assert queued["requestedAt"] == clock.format_rfc3339(ahead + timedelta(milliseconds=1))
+    w.sqs.purge_queue(QueueUrl=w.queue)  # the same again, as text: it says why the date is ahead
+    assert cli.main(["sites", "uninstall", SITE]) == 0
+    assert "just after the re-install recorded ahead of this clock" in capsys.readouterr().out
     assert w.drain()["failed"] == 0
     # Dated ahead, it is due at its date (grace 0), like any request from a clock a little ahead.
     assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "pending"
@@ -447,6 +450,9 @@ def test_the_operators_uninstall_is_dated_after_a_reinstall_recorded_ahead_of_it
     assert w.profile(GONE) is None and w.registry(GONE) is None
     (record,) = w.audit()
     assert engine_plain(record["source"])["requestedAt"] == queued["requestedAt"]
+    # Once that uninstall is done, a new one is dated now and says nothing about a re-install.
+    assert cli.main(["sites", "uninstall", SITE]) == 0
+    assert "re-install" not in capsys.readouterr().out
     # Back-dated with --at below 15 days: refused before anything is queued.
     assert cli.main(["sites", "uninstall", OTHER_SITE, "--at", "0001-01-01T00:00:00Z"]) == 1
     assert "more than 15 days in the past" in capsys.readouterr().err
