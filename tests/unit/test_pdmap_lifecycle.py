@@ -218,6 +218,13 @@ def test_odd_shapes_on_the_actions_queue_get_a_reason_not_a_type_error():
         (json.dumps({**event, "detail-type": ["App Uninstalled"]}), "detail-type must be one of"),
         (json.dumps({**event, "detail-type": {"a": 1}}), "detail-type must be one of"),
         ("[" * 100_000 + "]" * 100_000, "body is not JSON"),
+        # a repeated key: json would keep the last silently, and which the sender meant is unknowable
+        ('{"schema": 1, "action": "uninstall", "site": "a.example", "site": "b.example",'
+         ' "requestedAt": "2026-12-01T00:00:00Z"}', "body repeats a JSON key"),
+        ('{"schema": 1, "action": "erase", "accountId": "557058:aaaa", "accountId": "557058:bbbb"}',
+         "body repeats a JSON key"),
+        (_delivered(app_event("acme.atlassian.net")).replace('"detail": {', '"detail": {"site": "b.example", ', 1),
+         "body repeats a JSON key"),
         (json.dumps({"schema": 1, "action": "uninstall", "site": "a.example",
                      "requestedAt": "0001-01-01T00:00:00+01:00"}), "requestedAt is not an RFC 3339 timestamp"),
     ]

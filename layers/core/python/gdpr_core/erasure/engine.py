@@ -149,10 +149,24 @@ class ActionMessage:
         return data
 
 
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):  # json keeps the last silently; which one the sender meant is unknowable
+        raise InvalidMessage("body repeats a JSON key")
+    return doc
+
+
+def loads_queue_json(body: str | bytes | None) -> Any:
+    """json.loads for queue bodies: InvalidMessage for a repeated key, ValueError/RecursionError as json."""
+    return json.loads(body or "", object_pairs_hook=_refuse_repeated_keys)
+
+
 def load_queue_document(body: str | bytes | None) -> dict[str, Any]:
     """The JSON object of a schema-1 actions-queue body (erasure or site lifecycle), fields unchecked."""
     try:
-        doc = json.loads(body or "")
+        doc = loads_queue_json(body)
+    except InvalidMessage:
+        raise
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise InvalidMessage("body is not JSON") from None
     if not isinstance(doc, dict):

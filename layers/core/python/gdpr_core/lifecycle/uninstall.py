@@ -59,6 +59,7 @@ from ..erasure.engine import (
     error_code,
     from_item,
     load_queue_document,
+    loads_queue_json,
     to_attr,
 )
 from ..ids import validate_site
@@ -156,8 +157,8 @@ def _from_app_event(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_lifecycle_message(body: str | bytes | None) -> LifecycleMessage:
     try:
-        raw = json.loads(body or "")
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        raw = loads_queue_json(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # InvalidMessage too: load_queue_document says why
         raw = None
     doc = _from_app_event(raw) if _is_app_event(raw) else load_queue_document(body)
     if doc.get("action") not in ACTIONS:
