@@ -36,6 +36,7 @@ def _aws_env(endpoint: str) -> dict[str, str]:
 
 PARAMETERS_ENV = "GDPR_SANDBOX_PARAMETERS"
 _SET_BY_SANDBOX = ("AtlassianApiUrl", "ConsentHubApiUrl", "Stage")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 
 
 def parameter_overrides(text: str | None = None) -> dict[str, str]:
@@ -62,10 +63,9 @@ def parameter_overrides(text: str | None = None) -> dict[str, str]:
 def _violates(spec: dict[str, Any], value: str) -> str | None:
     """What CloudFormation would refuse about `value` for this parameter (moto checks none of it)."""
     if spec.get("Type") == "Number":
-        try:
-            number = float(value)
-        except ValueError:
+        if not _NUMBER.fullmatch(value):  # float() alone also takes "1_0", " 5" and non-ASCII digits
             return "must be a number"
+        number = float(value)
         if not math.isfinite(number):
             return "must be a finite number"
         if "MinValue" in spec and number < float(spec["MinValue"]):
@@ -74,8 +74,8 @@ def _violates(spec: dict[str, Any], value: str) -> str | None:
             return f"must be at most {spec['MaxValue']}"
     if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
         return f"must be one of {[str(v) for v in spec['AllowedValues']]}"
-    if "AllowedPattern" in spec and not re.fullmatch(str(spec["AllowedPattern"]), value):
-        return f"must match {spec['AllowedPattern']}"
+    if "AllowedPattern" in spec and not re.fullmatch(str(spec["AllowedPattern"]), value, re.ASCII):
+        return spec.get("ConstraintDescription") or f"must match {spec['AllowedPattern']}"
     return None
 
 
