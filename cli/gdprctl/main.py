@@ -469,9 +469,13 @@ def cmd_sites_uninstall(args: argparse.Namespace) -> int:
     grace = target.env()["ErasureFunction"].get("UNINSTALL_GRACE_HOURS", "0")
     data = {"queued": json.loads(body), "graceHours": float(grace)}
     dated = (f"; dated {data['queued']['requestedAt']}, just after the re-install recorded ahead of this clock, "
-             "so it is due then" if dated_after else "")
-    _emit(args, data, f"uninstall of {args.site} queued (grace {float(grace):g} h){dated}; `gdprctl drain` runs "
-                      "it now, `gdprctl status` shows it while pending")
+             "so it is the newest event" if dated_after else "")
+    # With a grace period the message only records the uninstall: it is erased when due, by the schedule
+    # (or `gdprctl lifecycle tick`), unless a re-install comes first.
+    then = ("`gdprctl drain` erases it now" if float(grace) == 0 else
+            f"`gdprctl drain` records it, due {float(grace):g} h after its date unless the site is re-installed")
+    _emit(args, data, f"uninstall of {args.site} queued (grace {float(grace):g} h){dated}; {then}; "
+                      "`gdprctl status` shows it while pending")
     return 0
 
 

@@ -412,17 +412,9 @@ def test_a_request_dated_long_ago_still_waits_the_whole_grace_period(grace_world
     assert w.profile(GONE) is not None and w.audit() == []
 
 
-def test_the_operators_uninstall_is_dated_after_a_reinstall_recorded_ahead_of_its_clock(world, monkeypatch,
-                                                                                         capsys):
-    """A re-install dated a little ahead (allowed skew) must not leave the operator unable to uninstall:
-    `gdprctl sites uninstall` dates its request just after it, and the function applies it."""
+def _cli_on(w: World, monkeypatch) -> None:
+    """gdprctl's stack lookup pointed at this moto world."""
     from gdprctl import main as cli
-
-    w = world
-    _seed(w, [line(GONE, SITE, 0)])
-    ahead = NOW + timedelta(minutes=14)
-    assert _deliver_one(w, json.dumps({"schema": 1, "action": "reinstall", "site": SITE,
-                                       "requestedAt": clock.format_rfc3339(ahead)})) == []
 
     class Target:
         def env(self):
@@ -435,12 +427,42 @@ def test_the_operators_uninstall_is_dated_after_a_reinstall_recorded_ahead_of_it
             return {"ActionsQueueUrl": w.queue}[name]
 
     monkeypatch.setattr(cli, "resolve", lambda stack, region=None: Target())
+
+
+def test_the_operator_is_told_a_graced_uninstall_waits_for_its_due_time(grace_world, monkeypatch, capsys):
+    from gdprctl import main as cli
+
+    w = grace_world
+    _seed(w, [line(GONE, SITE, 0)])
+    _cli_on(w, monkeypatch)
+    assert cli.main(["sites", "uninstall", SITE]) == 0
+    out = capsys.readouterr().out
+    assert "`gdprctl drain` records it, due 24 h after its date unless the site is re-installed" in out
+    assert "erases it now" not in out
+    assert w.drain()["failed"] == 0 and w.profile(GONE) is not None  # recorded, nothing erased yet
+    assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "pending"
+
+
+def test_the_operators_uninstall_is_dated_after_a_reinstall_recorded_ahead_of_its_clock(world, monkeypatch,
+                                                                                         capsys):
+    """A re-install dated a little ahead (allowed skew) must not leave the operator unable to uninstall:
+    `gdprctl sites uninstall` dates its request just after it, and the function applies it."""
+    from gdprctl import main as cli
+
+    w = world
+    _seed(w, [line(GONE, SITE, 0)])
+    ahead = NOW + timedelta(minutes=14)
+    assert _deliver_one(w, json.dumps({"schema": 1, "action": "reinstall", "site": SITE,
+                                       "requestedAt": clock.format_rfc3339(ahead)})) == []
+
+    _cli_on(w, monkeypatch)
     assert cli.main(["sites", "uninstall", SITE, "--json"]) == 0
     queued = json.loads(capsys.readouterr().out)["queued"]
     assert queued["requestedAt"] == clock.format_rfc3339(ahead + timedelta(milliseconds=1))
     w.sqs.purge_queue(QueueUrl=w.queue)  # the same again, as text: it says why the date is ahead
     assert cli.main(["sites", "uninstall", SITE]) == 0
-    assert "just after the re-install recorded ahead of this clock" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "just after the re-install recorded ahead of this clock" in out and "`gdprctl drain` erases it now" in out
     assert w.drain()["failed"] == 0
     # Dated ahead, it is due at its date (grace 0), like any request from a clock a little ahead.
     assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "pending"
