@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gdpr_core.clock import parse_rfc3339
+from gdpr_core.clock import format_rfc3339, parse_rfc3339
 from gdpr_core.pseudonym import Pseudonymizer
 
 from .target import resolve
@@ -470,10 +470,15 @@ def cmd_sites_uninstall(args: argparse.Namespace) -> int:
     data = {"queued": json.loads(body), "graceHours": float(grace)}
     dated = (f"; dated {data['queued']['requestedAt']}, just after the re-install recorded ahead of this clock, "
              "so it is the newest event" if dated_after else "")
-    # With a grace period the message only records the uninstall: it is erased when due, by the schedule
-    # (or `gdprctl lifecycle tick`), unless a re-install comes first.
-    then = ("`gdprctl drain` erases it now" if float(grace) == 0 else
-            f"`gdprctl drain` records it, due {float(grace):g} h after its date unless the site is re-installed")
+    # The function's rule: due at the later of the request's date and its arrival, plus the grace period;
+    # due at arrival, it starts at once, otherwise the lifecycle schedule starts it when due.
+    due = max(parse_rfc3339(data["queued"]["requestedAt"]), now()) + timedelta(hours=float(grace))
+    if float(grace) == 0 and not dated_after:
+        then = "the erasure function erases the site's data when it reads it (`gdprctl drain` processes the queue)"
+    else:
+        then = (f"it stays pending until about {format_rfc3339(due)} (its date or its arrival, whichever is later, "
+                f"plus the grace period){', unless the site is re-installed first' if float(grace) else ''}; "
+                "then the lifecycle schedule (or `gdprctl lifecycle tick`) erases it")
     _emit(args, data, f"uninstall of {args.site} queued (grace {float(grace):g} h){dated}; {then}; "
                       "`gdprctl status` shows it while pending")
     return 0

@@ -435,12 +435,14 @@ def test_the_operator_is_told_a_graced_uninstall_waits_for_its_due_time(grace_wo
     w = grace_world
     _seed(w, [line(GONE, SITE, 0)])
     _cli_on(w, monkeypatch)
-    assert cli.main(["sites", "uninstall", SITE]) == 0
+    # Dated two days ago: still due a whole grace period after it arrives, and the operator is told so.
+    assert cli.main(["sites", "uninstall", SITE, "--at", clock.format_rfc3339(NOW - timedelta(days=2))]) == 0
     out = capsys.readouterr().out
-    assert "`gdprctl drain` records it, due 24 h after its date unless the site is re-installed" in out
-    assert "erases it now" not in out
     assert w.drain()["failed"] == 0 and w.profile(GONE) is not None  # recorded, nothing erased yet
-    assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "pending"
+    (state,) = lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])
+    assert state["state"] == "pending" and state["dueAt"] == clock.format_rfc3339(NOW + timedelta(hours=24))
+    assert f"stays pending until about {state['dueAt']}" in out and "unless the site is re-installed first" in out
+    assert "erases the site's data when it reads it" not in out
 
 
 def test_the_operators_uninstall_is_dated_after_a_reinstall_recorded_ahead_of_its_clock(world, monkeypatch,
@@ -462,7 +464,8 @@ def test_the_operators_uninstall_is_dated_after_a_reinstall_recorded_ahead_of_it
     w.sqs.purge_queue(QueueUrl=w.queue)  # the same again, as text: it says why the date is ahead
     assert cli.main(["sites", "uninstall", SITE]) == 0
     out = capsys.readouterr().out
-    assert "just after the re-install recorded ahead of this clock" in out and "`gdprctl drain` erases it now" in out
+    assert "just after the re-install recorded ahead of this clock" in out
+    assert f"stays pending until about {queued['requestedAt']}" in out and "re-installed first" not in out
     assert w.drain()["failed"] == 0
     # Dated ahead, it is due at its date (grace 0), like any request from a clock a little ahead.
     assert lifecycle_uninstall.list_states(w.ddb, w.env["STATE_TABLE"])[0]["state"] == "pending"
@@ -474,7 +477,8 @@ def test_the_operators_uninstall_is_dated_after_a_reinstall_recorded_ahead_of_it
     assert engine_plain(record["source"])["requestedAt"] == queued["requestedAt"]
     # Once that uninstall is done, a new one is dated now and says nothing about a re-install.
     assert cli.main(["sites", "uninstall", SITE]) == 0
-    assert "re-install" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "re-install" not in out and "erases the site's data when it reads it" in out
     # Back-dated with --at below 15 days: refused before anything is queued.
     assert cli.main(["sites", "uninstall", OTHER_SITE, "--at", "0001-01-01T00:00:00Z"]) == 1
     assert "more than 15 days in the past" in capsys.readouterr().err
