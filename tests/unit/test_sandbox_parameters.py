@@ -32,6 +32,8 @@ def test_parameters_are_read_from_key_value_pairs():
     ("UninstallChunkSize=0", "UninstallChunkSize must be a whole number from 1 to 1000"),
     ("UninstallChunkSize=1.5", "UninstallChunkSize must be a whole number from 1 to 1000"),
     ("UninstallChunkSize=1001", "UninstallChunkSize must be a whole number from 1 to 1000"),
+    ("DefaultCycleDays=1.5", "DefaultCycleDays must be a whole number of days from 1 to 9999"),
+    ("DefaultCycleDays=0", "DefaultCycleDays must be a whole number of days from 1 to 9999"),
     ("UninstallChunkSize=0200", "UninstallChunkSize must be a whole number from 1 to 1000"),
 ])
 def test_a_bad_parameter_is_refused_with_its_name(text, reason):
