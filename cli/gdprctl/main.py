@@ -466,20 +466,18 @@ def cmd_sites_uninstall(args: argparse.Namespace) -> int:
                            "after it; nothing was queued")
         body, dated_after = request_message(args.site, after), True
     target.client("sqs").send_message(QueueUrl=target.output("ActionsQueueUrl"), MessageBody=body)
-    grace = target.env()["ErasureFunction"].get("UNINSTALL_GRACE_HOURS", "0")
-    data = {"queued": json.loads(body), "graceHours": float(grace)}
+    grace = service.grace.total_seconds() / 3600
+    data = {"queued": json.loads(body), "graceHours": grace}
     dated = (f"; dated {data['queued']['requestedAt']}, just after the re-install recorded ahead of this clock, "
              "so it is the newest event" if dated_after else "")
-    # The function's rule: due at the later of the request's date and its arrival, plus the grace period;
-    # due at arrival, it starts at once, otherwise the lifecycle schedule starts it when due.
-    due = max(parse_rfc3339(data["queued"]["requestedAt"]), now()) + timedelta(hours=float(grace))
-    if float(grace) == 0 and not dated_after:
+    due = service.due_at(data["queued"]["requestedAt"])  # the function's own rule, as if it arrived now
+    if due <= now():  # the function starts it as soon as it reads it
         then = "the erasure function erases the site's data when it reads it (`gdprctl drain` processes the queue)"
     else:
         then = (f"it stays pending until about {format_rfc3339(due)} (its date or its arrival, whichever is later, "
-                f"plus the grace period){', unless the site is re-installed first' if float(grace) else ''}; "
+                f"plus the grace period){', unless the site is re-installed first' if grace else ''}; "
                 "then the lifecycle schedule (or `gdprctl lifecycle tick`) erases it")
-    _emit(args, data, f"uninstall of {args.site} queued (grace {float(grace):g} h){dated}; {then}; "
+    _emit(args, data, f"uninstall of {args.site} queued (grace {grace:g} h){dated}; {then}; "
                       "`gdprctl status` shows it while pending")
     return 0
 

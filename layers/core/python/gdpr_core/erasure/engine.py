@@ -156,24 +156,28 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-def loads_queue_json(body: str | bytes | None) -> Any:
-    """json.loads for queue bodies: InvalidMessage for a repeated key, ValueError/RecursionError as json."""
-    return json.loads(body or "", object_pairs_hook=_refuse_repeated_keys)
-
-
-def load_queue_document(body: str | bytes | None) -> dict[str, Any]:
-    """The JSON object of a schema-1 actions-queue body (erasure or site lifecycle), fields unchecked."""
+def load_queue_object(body: str | bytes | None) -> dict[str, Any]:
+    """The JSON object of an actions-queue body, parsed once; a repeated key is refused, not last-wins."""
     try:
-        doc = loads_queue_json(body)
-    except InvalidMessage:
+        doc = json.loads(body or "", object_pairs_hook=_refuse_repeated_keys)
+    except InvalidMessage:  # a ValueError too, but with its own reason
         raise
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise InvalidMessage("body is not JSON") from None
     if not isinstance(doc, dict):
         raise InvalidMessage("body is not a JSON object")
+    return doc
+
+
+def require_schema(doc: dict[str, Any]) -> dict[str, Any]:
     if doc.get("schema") != 1 or isinstance(doc.get("schema"), bool):
         raise InvalidMessage("schema must be 1")
     return doc
+
+
+def load_queue_document(body: str | bytes | None) -> dict[str, Any]:
+    """The JSON object of a schema-1 actions-queue body (erasure or site lifecycle), fields unchecked."""
+    return require_schema(load_queue_object(body))
 
 
 def parse_action_message(body: str | bytes | None) -> ActionMessage:

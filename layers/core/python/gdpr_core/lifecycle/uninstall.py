@@ -58,8 +58,8 @@ from ..erasure.engine import (
     VerificationFailed,
     error_code,
     from_item,
-    load_queue_document,
-    loads_queue_json,
+    load_queue_object,
+    require_schema,
     to_attr,
 )
 from ..ids import validate_site
@@ -156,11 +156,8 @@ def _from_app_event(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_lifecycle_message(body: str | bytes | None) -> LifecycleMessage:
-    try:
-        raw = loads_queue_json(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # InvalidMessage too: load_queue_document says why
-        raw = None
-    doc = _from_app_event(raw) if _is_app_event(raw) else load_queue_document(body)
+    raw = load_queue_object(body)
+    doc = _from_app_event(raw) if _is_app_event(raw) else require_schema(raw)
     if doc.get("action") not in ACTIONS:
         raise InvalidMessage("action must be uninstall or reinstall")
     unknown = set(doc) - _MESSAGE_FIELDS
@@ -463,14 +460,17 @@ class UninstallService:
         return self.run_chunk(message.site, message.requested_at, message.seq, time_left_ms)
 
     # ------------------------------------------------------------ request / reinstall
+    def due_at(self, requested_at: str) -> datetime:
+        """When an uninstall dated `requested_at` and arriving now is due. The grace period runs from its
+        date or, if later, from its arrival: a request dated long ago (a late delivery, a replayed dead
+        letter) still leaves the whole grace period for a re-install to cancel it."""
+        return max(clock.parse_rfc3339(requested_at), self._now()) + self.grace
+
     def request(self, site: str, requested_at: str) -> dict[str, Any]:
         """Records the uninstall (pending for the grace period) and starts it when it is due."""
         validate_site(site)
         ref = self._site_ref(site)
-        # The grace period runs from when the request is dated or, if later, from when it arrived: a
-        # request dated long ago (a late delivery, a replayed dead letter) still leaves the whole grace
-        # period for a re-install to cancel it.
-        due = max(clock.parse_rfc3339(requested_at), self._now()) + self.grace
+        due = self.due_at(requested_at)
         try:
             self._ddb.update_item(
                 TableName=self._state, Key=self._key(site),
